@@ -1,0 +1,544 @@
+//! Per-thread heaps: the fast paths, remote frees, thread start and exit.
+//!
+//! A heap is a record in allocator-owned memory (never freed, reused), so
+//! that other threads can always push to its pending list, even after its
+//! thread has exited. A thread finds its heap through a const-initialised
+//! thread-local pointer without destructor; before the first allocation that
+//! pointer names `EMPTY_HEAP`, whose classes all point at `EMPTY_POOL` (no
+//! free block), so "not initialised" costs the same branch as "pool empty".
+//!
+//! Contents: statics and the thread-local; fast paths; the refill slow path;
+//! remote frees; thread start and exit; the idle-heap list; collect; fork.
+
+use crate::arena;
+use crate::os;
+use crate::pool::{Pool, PoolState};
+use crate::size_class::{CLASS_COUNT, Class};
+use crate::stats::OS_COUNTERS;
+use crate::sync::{AtomicBool, AtomicPtr, Ordering, SpinLock};
+use core::cell::Cell;
+use core::ffi::c_void;
+use core::ptr;
+use crossbeam_utils::CachePadded;
+
+/// A heap: for each class, the pool it allocates from (`active`) and the
+/// pools with free blocks (`available`); and the pools other threads have
+/// freed blocks to (`pending`).
+#[repr(C)]
+pub struct Heap {
+    active: [Cell<*mut Pool>; CLASS_COUNT],
+    available: [Cell<*mut Pool>; CLASS_COUNT],
+    /// Link on the idle list while no thread owns the heap.
+    next_idle: Cell<*mut Heap>,
+    /// Pools whose remote list went from empty to non-empty (Treiber stack,
+    /// pushed by other threads, taken whole by the owner).
+    pending: CachePadded<AtomicPtr<Pool>>,
+}
+
+// SAFETY: the `Cell` fields are touched only by the heap's owner: its thread,
+// or whoever holds the heap off the idle list, or the holder of the shared
+// heap's lock. Other threads touch only `pending`, an atomic.
+unsafe impl Sync for Heap {}
+
+/// A pool descriptor with no blocks, shared by every class of a heap that has
+/// no pool for it yet. Never written.
+struct StaticPool(Pool);
+// SAFETY: never written: every path that would write to a pool first checks
+// `has_room`/`free`, which are false/null here, or compares it to EMPTY_POOL.
+unsafe impl Sync for StaticPool {}
+static EMPTY_POOL: StaticPool = StaticPool(Pool::unused());
+
+#[inline(always)]
+fn empty_pool() -> *mut Pool {
+    ptr::from_ref(&EMPTY_POOL.0).cast_mut()
+}
+
+impl Heap {
+    const fn new() -> Self {
+        Self {
+            active: [const { Cell::new(ptr::from_ref(&EMPTY_POOL.0).cast_mut()) }; CLASS_COUNT],
+            available: [const { Cell::new(ptr::null_mut()) }; CLASS_COUNT],
+            next_idle: Cell::new(ptr::null_mut()),
+            pending: CachePadded::new(AtomicPtr::new(ptr::null_mut())),
+        }
+    }
+
+    /// The value pools store in `owner` for this heap.
+    #[inline(always)]
+    fn id(&self) -> usize {
+        ptr::from_ref(self) as usize
+    }
+}
+
+/// The heap of threads that have not allocated yet. Never owns a pool.
+static EMPTY_HEAP: Heap = Heap::new();
+
+/// The heap for allocations made while a thread has no heap of its own (in
+/// the middle of setting one up, or after it was handed back at thread
+/// exit). Guarded by `SHARED_LOCK`.
+static SHARED_HEAP: Heap = Heap::new();
+static SHARED_LOCK: SpinLock<()> = SpinLock::new(());
+
+/// Where the calling thread is in its life with a heap.
+const PHASE_NEW: u8 = 0;
+const PHASE_STARTING: u8 = 1;
+const PHASE_LIVE: u8 = 2;
+const PHASE_EXITED: u8 = 3;
+
+thread_local! {
+    /// The calling thread's heap; `EMPTY_HEAP` until its first slow path.
+    static CURRENT: Cell<*const Heap> = const { Cell::new(&raw const EMPTY_HEAP) };
+    static PHASE: Cell<u8> = const { Cell::new(PHASE_NEW) };
+}
+
+#[inline(always)]
+fn current() -> *const Heap {
+    CURRENT.with(Cell::get)
+}
+
+// ---------------------------------------------------------------------------
+// Fast paths. Each is a handful of instructions with one unlikely branch.
+
+/// Allocates a block of `class` on the calling thread's heap.
+///
+/// Expected: TLS load, two dependent loads, a test, and the pop (load next,
+/// store head, increment used): about 10 instructions after inlining.
+#[inline(always)]
+pub fn alloc(class: Class) -> *mut u8 {
+    let heap = current();
+    // SAFETY: `heap` is EMPTY_HEAP or the thread's live heap; `active` always
+    // holds EMPTY_POOL or a pool this heap owns.
+    unsafe {
+        let pool = (*heap).active.get_unchecked(class).get();
+        if (*pool).free.get().is_null() {
+            return alloc_slow(heap, class);
+        }
+        (*pool).pop()
+    }
+}
+
+/// Frees a block from a pool.
+///
+/// # Safety
+/// `p` was returned by [`alloc`] (of any thread) and not freed since.
+#[inline(always)]
+pub unsafe fn free(p: *mut u8) {
+    #[cfg(feature = "checked")]
+    check_free(p);
+    // SAFETY: `p` is a live pool block (caller), so its arena and pool exist.
+    unsafe {
+        let pool = arena::pool_of(p);
+        let heap = current();
+        if (*pool).owner.load(Ordering::Relaxed) != (*heap).id() {
+            return free_remote(pool, p);
+        }
+        if (*pool).push_local(p) {
+            free_slow(&*heap, &*pool);
+        }
+    }
+}
+
+/// Block size of the live pool block `p`.
+///
+/// # Safety
+/// `p` points into a live pool block.
+pub unsafe fn block_size(p: *const u8) -> usize {
+    // SAFETY: forwarded from the caller.
+    unsafe { (*arena::pool_of(p)).block_size() }
+}
+
+// ---------------------------------------------------------------------------
+// Slow paths.
+
+#[cold]
+#[inline(never)]
+fn alloc_slow(heap: *const Heap, class: Class) -> *mut u8 {
+    if ptr::eq(heap, &EMPTY_HEAP) {
+        return match start_thread() {
+            // SAFETY: a started heap is owned by this thread.
+            Some(heap) => unsafe { refill(&*heap, class) },
+            None => alloc_shared(class),
+        };
+    }
+    // SAFETY: a heap other than EMPTY_HEAP in CURRENT is owned by this thread.
+    unsafe { refill(&*heap, class) }
+}
+
+/// The refill slow path: finds a block of `class` for `heap` when its active
+/// pool's free list is empty. In order: carve more of the active pool, take
+/// back remote frees, switch to an available pool, take a fresh pool from the
+/// arenas. Null if the OS has no memory.
+///
+/// # Safety
+/// The caller owns `heap`.
+unsafe fn refill(heap: &Heap, class: Class) -> *mut u8 {
+    let slot = &heap.active[class];
+    // SAFETY: active pools are EMPTY_POOL (never written: `carve` and the
+    // free check fail on it first) or pools this heap owns.
+    let active = unsafe { &*slot.get() };
+    if active.carve() {
+        // SAFETY: carve put blocks on the free list.
+        return unsafe { active.pop() };
+    }
+    take_pending(heap);
+    if !active.free.get().is_null() {
+        // SAFETY: the free list is not empty.
+        return unsafe { active.pop() };
+    }
+    if !ptr::eq(active, empty_pool()) {
+        active.set_state(PoolState::Full);
+        slot.set(empty_pool());
+    }
+    loop {
+        let candidate = heap.available[class].get();
+        if candidate.is_null() {
+            break;
+        }
+        // SAFETY: available pools are live pools this heap owns.
+        let pool = unsafe { &*candidate };
+        heap.available[class].set(pool.next_available.get());
+        pool.next_available.set(ptr::null_mut());
+        if pool.free.get().is_null() && !pool.carve() {
+            pool.set_state(PoolState::Full);
+            continue;
+        }
+        pool.set_state(PoolState::Active);
+        slot.set(candidate);
+        // SAFETY: the free list is not empty (checked or carved above).
+        return unsafe { pool.pop() };
+    }
+    let fresh = arena::acquire_pool(class, heap.id());
+    if fresh.is_null() {
+        return ptr::null_mut();
+    }
+    slot.set(fresh);
+    // SAFETY: a fresh pool is ours, and a fresh span always carves.
+    unsafe {
+        (*fresh).carve();
+        (*fresh).pop()
+    }
+}
+
+/// A local free found the pool's free list empty: a full pool gets a free
+/// block and rejoins its class's available list.
+#[cold]
+#[inline(never)]
+fn free_slow(heap: &Heap, pool: &Pool) {
+    if pool.state() == PoolState::Full {
+        make_available(heap, pool);
+    }
+}
+
+fn make_available(heap: &Heap, pool: &Pool) {
+    let list = &heap.available[pool.class()];
+    pool.next_available.set(list.get());
+    pool.set_state(PoolState::Available);
+    list.set(ptr::from_ref(pool).cast_mut());
+}
+
+/// Frees a block of a pool owned by another heap: push it on the pool's
+/// remote list; the first push since the owner last looked also puts the
+/// pool on the owner's pending list.
+///
+/// # Safety
+/// `p` is a live block of `pool`.
+#[cold]
+#[inline(never)]
+unsafe fn free_remote(pool: *mut Pool, p: *mut u8) {
+    // SAFETY: forwarded from the caller.
+    let pool_ref = unsafe { &*pool };
+    // SAFETY: `p` is a live block of this pool.
+    if !unsafe { pool_ref.push_remote(p) } {
+        return;
+    }
+    // The block we pushed keeps the pool in use (it counts in `used` until
+    // the owner takes it), and the owner only takes it after finding the
+    // pool on its pending list below, so the owner cannot change meanwhile.
+    let owner = pool_ref.owner.load(Ordering::Relaxed) as *const Heap;
+    // SAFETY: heap records are never freed.
+    let pending = unsafe { &(*owner).pending };
+    let mut head = pending.load(Ordering::Relaxed);
+    loop {
+        pool_ref.next_pending.store(head, Ordering::Relaxed);
+        match pending.compare_exchange_weak(head, pool, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(actual) => head = actual,
+        }
+    }
+}
+
+/// Takes back every block other threads freed to `heap`'s pools.
+fn take_pending(heap: &Heap) {
+    let mut pool = heap.pending.swap(ptr::null_mut(), Ordering::Acquire);
+    while !pool.is_null() {
+        // SAFETY: pools on the pending list are live pools this heap owns.
+        let p = unsafe { &*pool };
+        // Read the link before taking the blocks: once the remote list is
+        // empty, a freeing thread may push the pool again.
+        let next = p.next_pending.load(Ordering::Relaxed);
+        p.take_remote();
+        if p.state() == PoolState::Full {
+            make_available(heap, p);
+        }
+        pool = next;
+    }
+}
+
+/// Returns every unused pool of `heap` to its arena.
+fn sweep(heap: &Heap) {
+    for class in 0..CLASS_COUNT {
+        let active = heap.active[class].get();
+        // SAFETY: active pools are EMPTY_POOL or pools this heap owns.
+        if !ptr::eq(active, empty_pool()) && unsafe { (*active).is_unused() } {
+            heap.active[class].set(empty_pool());
+            // SAFETY: unused and now off every list.
+            unsafe { arena::release_pool(active) };
+        }
+        let mut kept: *mut Pool = ptr::null_mut();
+        let mut pool = heap.available[class].replace(ptr::null_mut());
+        while !pool.is_null() {
+            // SAFETY: available pools are live pools this heap owns.
+            let p = unsafe { &*pool };
+            let next = p.next_available.get();
+            if p.is_unused() {
+                // SAFETY: unused and off every list (unlinked here).
+                unsafe { arena::release_pool(pool) };
+            } else {
+                p.next_available.set(kept);
+                kept = pool;
+            }
+            pool = next;
+        }
+        heap.available[class].set(kept);
+    }
+}
+
+fn alloc_shared(class: Class) -> *mut u8 {
+    let _guard = SHARED_LOCK.lock();
+    // SAFETY: the lock makes this thread the shared heap's owner.
+    unsafe {
+        let pool = &*SHARED_HEAP.active[class].get();
+        if pool.free.get().is_null() {
+            return refill(&SHARED_HEAP, class);
+        }
+        pool.pop()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Thread start and exit.
+
+static EXIT_KEY: os::ThreadExitKey = os::ThreadExitKey::new();
+static FORK_HANDLERS: AtomicBool = AtomicBool::new(false);
+
+/// Gives the calling thread a heap: an idle one (left by an exited thread,
+/// with its pools) or a new one. `None` while the thread is already starting
+/// or has exited; it then uses the shared heap.
+#[cold]
+fn start_thread() -> Option<*const Heap> {
+    if PHASE.with(Cell::get) != PHASE_NEW {
+        return None;
+    }
+    PHASE.with(|p| p.set(PHASE_STARTING));
+    if !FORK_HANDLERS.swap(true, Ordering::AcqRel) {
+        os::at_fork(fork_prepare, fork_parent, fork_child);
+    }
+    let heap = IDLE.acquire();
+    if heap.is_null() {
+        PHASE.with(|p| p.set(PHASE_NEW));
+        return None;
+    }
+    if !EXIT_KEY.arm(thread_exit, heap.cast()) {
+        // Without an exit hook the heap would be lost at thread exit.
+        IDLE.release(heap);
+        PHASE.with(|p| p.set(PHASE_NEW));
+        return None;
+    }
+    CURRENT.with(|c| c.set(heap));
+    PHASE.with(|p| p.set(PHASE_LIVE));
+    OS_COUNTERS.thread_started();
+    Some(heap)
+}
+
+/// The thread-exit hook: hands the heap back. Empty pools return to their
+/// arenas; pools with live blocks stay with the heap on the idle list, for
+/// the next thread to adopt. Later allocations of this thread (in other
+/// destructors) use the shared heap; its later frees are remote frees.
+unsafe extern "C" fn thread_exit(value: *mut c_void) {
+    let heap = value.cast::<Heap>();
+    CURRENT.with(|c| c.set(&raw const EMPTY_HEAP));
+    PHASE.with(|p| p.set(PHASE_EXITED));
+    // SAFETY: the key was armed with this thread's heap, which it still owns.
+    let h = unsafe { &*heap };
+    take_pending(h);
+    sweep(h);
+    IDLE.release(heap);
+    OS_COUNTERS.thread_exited();
+}
+
+/// Heaps no thread owns: a stack guarded by a lock (slow paths only), and the
+/// bump region new heap records are cut from.
+struct IdleHeaps {
+    head: *mut Heap,
+    chunk_next: *mut u8,
+    chunk_end: *mut u8,
+}
+
+// SAFETY: the pointers are only followed under the lock.
+unsafe impl Send for IdleHeaps {}
+
+struct IdleList(SpinLock<IdleHeaps>);
+
+static IDLE: IdleList = IdleList(SpinLock::new(IdleHeaps {
+    head: ptr::null_mut(),
+    chunk_next: ptr::null_mut(),
+    chunk_end: ptr::null_mut(),
+}));
+
+/// Heap records are cut from mappings of this size.
+const HEAP_CHUNK_SIZE: usize = 64 << 10;
+
+impl IdleList {
+    /// An idle heap, or a new one; null if the OS has no memory.
+    fn acquire(&self) -> *mut Heap {
+        let mut idle = self.0.lock();
+        let heap = idle.head;
+        if !heap.is_null() {
+            // SAFETY: idle heaps are live records.
+            idle.head = unsafe { (*heap).next_idle.replace(ptr::null_mut()) };
+            return heap;
+        }
+        let size = core::mem::size_of::<Heap>().next_multiple_of(core::mem::align_of::<Heap>());
+        if (idle.chunk_end as usize) - (idle.chunk_next as usize) < size {
+            let chunk = os::map(HEAP_CHUNK_SIZE);
+            if chunk.is_null() {
+                return ptr::null_mut();
+            }
+            idle.chunk_next = chunk;
+            // SAFETY: one past the end of the fresh mapping.
+            idle.chunk_end = unsafe { chunk.add(HEAP_CHUNK_SIZE) };
+        }
+        let heap = idle.chunk_next.cast::<Heap>();
+        // SAFETY: the record lies in the chunk (checked above), page-aligned
+        // chunk plus multiples of the record size keep it aligned.
+        unsafe {
+            idle.chunk_next = idle.chunk_next.add(size);
+            heap.write(Heap::new());
+        }
+        heap
+    }
+
+    fn release(&self, heap: *mut Heap) {
+        let mut idle = self.0.lock();
+        // SAFETY: the caller owned the heap; it is now the list's.
+        unsafe { (*heap).next_idle.set(idle.head) };
+        idle.head = heap;
+    }
+
+    /// Takes every idle heap off the list (the caller then owns them).
+    fn take_all(&self) -> *mut Heap {
+        core::mem::replace(&mut self.0.lock().head, ptr::null_mut())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// collect and fork.
+
+/// Takes back remote frees and returns unused pools: for the calling thread's
+/// heap, every idle heap, and the shared heap.
+pub fn collect() {
+    let heap = current();
+    if !ptr::eq(heap, &EMPTY_HEAP) {
+        // SAFETY: a heap in CURRENT other than EMPTY_HEAP is ours.
+        let h = unsafe { &*heap };
+        take_pending(h);
+        sweep(h);
+    }
+    let mut idle = IDLE.take_all();
+    while !idle.is_null() {
+        // SAFETY: taken off the list, so this thread owns it until released.
+        let h = unsafe { &*idle };
+        let next = h.next_idle.replace(ptr::null_mut());
+        take_pending(h);
+        sweep(h);
+        IDLE.release(idle);
+        idle = next;
+    }
+    let _guard = SHARED_LOCK.lock();
+    take_pending(&SHARED_HEAP);
+    sweep(&SHARED_HEAP);
+}
+
+unsafe extern "C" fn fork_prepare() {
+    SHARED_LOCK.lock_raw();
+    IDLE.0.lock_raw();
+    arena::lock_for_fork();
+}
+
+unsafe extern "C" fn fork_parent() {
+    // SAFETY: taken in fork_prepare by this thread.
+    unsafe {
+        arena::unlock_after_fork();
+        IDLE.0.unlock_raw();
+        SHARED_LOCK.unlock_raw();
+    }
+}
+
+unsafe extern "C" fn fork_child() {
+    // SAFETY: taken in fork_prepare by the thread that is the child's only
+    // thread. Heaps of the parent's other threads stay owned by threads that
+    // do not exist here; their memory is not reused in the child.
+    unsafe { fork_parent() }
+}
+
+// ---------------------------------------------------------------------------
+// Checked mode.
+
+/// Validates a pool free and aborts with a message on an invalid or double
+/// free. Only with the `checked` feature.
+#[cfg(feature = "checked")]
+#[cold]
+fn check_free(p: *mut u8) {
+    if !arena::contains(p) {
+        os::fatal("free of a pointer that is not a poolmalloc block (not in any arena)");
+    }
+    // SAFETY: `p` is in a mapped arena, so its header and descriptors exist.
+    let pool = unsafe { &*arena::pool_of(p) };
+    if pool.state() == PoolState::Free {
+        os::fatal("free of a block in an unused pool (double free or invalid pointer)");
+    }
+    if pool.block_index(p).is_none() {
+        os::fatal("free of a pointer that is not the start of a block");
+    }
+    // SAFETY: `current` is EMPTY_HEAP or this thread's heap.
+    if pool.owner.load(Ordering::Relaxed) == unsafe { (*current()).id() } && pool.free_list_contains(p) {
+        os::fatal("double free of a block");
+    }
+}
+
+/// Checks every pool of the calling thread's heap (`debug-invariants`).
+#[cfg(feature = "debug-invariants")]
+pub fn check_current() {
+    let heap = current();
+    // SAFETY: CURRENT is EMPTY_HEAP or this thread's heap.
+    let h = unsafe { &*heap };
+    for class in 0..CLASS_COUNT {
+        let active = h.active[class].get();
+        if !ptr::eq(active, empty_pool()) {
+            // SAFETY: active pools of a live heap are pools it owns.
+            let a = unsafe { &*active };
+            assert_eq!(a.class(), class);
+            assert_eq!(a.state(), PoolState::Active);
+            a.check();
+        }
+        let mut pool = h.available[class].get();
+        while !pool.is_null() {
+            // SAFETY: available pools are pools this heap owns.
+            let p = unsafe { &*pool };
+            assert_eq!(p.state(), PoolState::Available);
+            assert_eq!(p.class(), class);
+            p.check();
+            pool = p.next_available.get();
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! poolmalloc: a pure-Rust general-purpose allocator in the line of CPython's
+//! pymalloc. 256 KiB arenas are cut into 16 KiB pools; each pool serves one
+//! size class and belongs to one thread at a time, so the common path takes
+//! no lock and no atomic read-modify-write. Requests above 32 KiB get their
+//! own mapping.
+//!
+//! ```no_run
+//! #[global_allocator]
+//! static GLOBAL: poolmalloc::PoolMalloc = poolmalloc::PoolMalloc;
+//! # fn main() {}
+//! ```
+//!
+//! # Design
+//!
+//! ## Glossary
+//! - **OS page**: the kernel's page, read at run time (`sysconf`).
+//! - **arena**: 256 KiB mapped from the OS, aligned to 256 KiB, so
+//!   `p & !(ARENA_SIZE - 1)` is its header. Pool 0 holds the header: the
+//!   pool descriptors and the arena's free-pool mask. Only the header's first
+//!   page is touched; the rest of pool 0 costs address space, not memory.
+//! - **pool**: 16 KiB of an arena (pools 1..16) serving blocks of one class.
+//!   Medium classes use a **span** of up to 8 contiguous pools, described by
+//!   its first pool's descriptor.
+//! - **block**: what the user gets.
+//! - **class**: a size-class index; [`size_class`] maps requests to classes.
+//! - **heap**: a thread's state: per class, the pool it allocates from
+//!   (`active`), the pools with free blocks (`available`), and the pools
+//!   other threads freed blocks to (`pending`).
+//! - **large allocation**: above 32 KiB (or aligned above 16 KiB): its own
+//!   mapping, with a header just before the block.
+//!
+//! ## Size classes
+//! 16-byte steps to 128 bytes, then four classes per doubling to 32 KiB:
+//!
+//! ```text
+//! 16 32 48 64 80 96 112 128 | 160 192 224 256 | 320 384 448 512 | 640 768 896 1024
+//! 1280 1536 1792 2048 | 2560 3072 3584 4096 | 5120 6144 7168 8192
+//! 10240 12288 14336 16384 | 20480 24576 28672 32768
+//! ```
+//!
+//! A request of `n` bytes with alignment up to 16 maps to a class by one load
+//! from a 2 KiB table indexed by `(n + 15) / 16`. A block of class `c` is
+//! aligned to the largest power of two dividing its size (at most 16 KiB),
+//! because spans start on pool boundaries; an over-aligned request takes the
+//! smallest class that is both big enough and aligned enough. Spans join the
+//! fewest pools that hold at least four blocks with at most 1/16 lost.
+//!
+//! ## Finding metadata from a pointer
+//! For a pool block: arena = `p & !(ARENA_SIZE - 1)`; pool number =
+//! `(p >> 14) & 15`; `span_head[number]` names the descriptor. Two loads, no
+//! search. For the Rust API the `Layout` says which kind a block is: a layout
+//! of at most 32 KiB and alignment at most 16 KiB is a pool block, anything
+//! else is large. `realloc` keeps that true (it never leaves a block in place
+//! across the boundary). Without a layout ([`usable_size`], checked mode), a
+//! bitmap over the address space, one bit per 256 KiB, says whether `p` is
+//! in an arena; if not, the large header sits just before `p` and carries a
+//! magic value tied to its address.
+//!
+//! ## Pool states
+//! A pool is, for its owning heap, in one of four states:
+//!
+//! ```text
+//!            acquire (arena lock)
+//!   Free ------------------------> Active --(exhausted)--> Full
+//!    ^                             ^    |                  |
+//!    | sweep (used == 0)    refill |    | no               | a local free finds the free
+//!    |                             |    v                  | list empty, or remote frees
+//!    +------------------------- Available <----------------+ are taken back
+//! ```
+//!
+//! - **Active**: `heap.active[class]`; the fast path pops from it.
+//! - **Available**: on `heap.available[class]`, with free blocks.
+//! - **Full**: on no list (pymalloc's full pools). A local free that finds
+//!   the free list empty, or the owner taking back remote frees, moves it to
+//!   Available.
+//! - **Free**: back in its arena. Unused pools (no block handed out) return
+//!   there when the heap is swept: at thread exit and in [`collect`].
+//!
+//! A pool keeps `used + |free| + (capacity - carved) == capacity`, where
+//! blocks freed remotely count as used until their owner takes them back.
+//! Blocks are carved lazily, about an OS page at a time, so a fresh pool
+//! touches memory only as it is used.
+//!
+//! ## Arenas
+//! One lock guards the arena lists, taken only when a heap needs or returns a
+//! pool. Arenas sit in buckets by their number of free pools; a new pool comes
+//! from the fullest arena with room (pymalloc's ordering), so emptier arenas
+//! drain. An arena whose pools are all free is unmapped, except for one spare.
+//!
+//! ## Fast paths
+//! Allocation: thread-local heap pointer, `active[class]`, pop its free list.
+//! A thread that never allocated points at a static empty heap whose pools
+//! have no free block, so initialisation hides behind the "pool empty" branch.
+//! Free: find the pool, compare its owner with the thread's heap, push. One
+//! unlikely branch each to a cold slow path. The thread-local is
+//! const-initialised and has no destructor, so reading it is one `mov`.
+//!
+//! ## Remote frees
+//! A block freed by a thread other than its pool's owner goes on the pool's
+//! `remote` list (an atomic stack, pushed with a CAS). The push that makes
+//! the list non-empty also puts the pool on the owner heap's `pending` stack,
+//! so each pool is there at most once. The owner swaps `pending` out whole in
+//! its refill slow path and splices each pool's remote list into its free
+//! list. A block on a remote list still counts as used, so its pool cannot be
+//! retired (and its owner cannot change) while a remote free is under way.
+//!
+//! ## Threads starting and exiting
+//! Heaps are records in allocator-owned memory, never freed. A thread's first
+//! slow path takes an idle record (left by an exited thread, with its pools)
+//! or cuts a new one, and arms a pthread key whose destructor runs at thread
+//! exit. That destructor takes back remote frees, returns unused pools to
+//! their arenas and puts the record, with its remaining pools, on the idle
+//! list, where the next new thread adopts it. Other threads may keep freeing
+//! to its pools meanwhile: their pushes land on the record's pending stack.
+//! Allocations made while a thread has no heap (during set-up, or in other
+//! thread-exit destructors after ours) go to a shared heap behind a lock.
+//!
+//! ## Fork
+//! `pthread_atfork` handlers take the shared-heap, idle-list and arena locks
+//! before `fork` and release them on both sides, so a child can allocate
+//! whatever the parent's other threads were doing.
+//!
+//! ## Large allocations
+//! Each is one mapping. Growing one (alignment up to a page) uses `mremap`,
+//! so a doubling `Vec` never copies; shrinking unmaps the tail in place.
+//!
+//! ## Rules inside the allocator
+//! Nothing allocates, panics, formats or unwinds on an allocation path. A
+//! detected corruption ends in [`os::fatal`]: a message written with
+//! `write(2)`, then `abort`.
+
+#![deny(unsafe_op_in_unsafe_fn, missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+
+mod arena;
+pub mod config;
+mod heap;
+mod large;
+mod os;
+mod pool;
+pub mod size_class;
+mod stats;
+mod sync;
+
+pub use stats::{Stats, stats};
+
+use config::{MAX_SMALL_SIZE, MIN_ALIGN, POOL_SIZE};
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr;
+
+/// The allocator. Install it with
+/// `#[global_allocator] static GLOBAL: PoolMalloc = PoolMalloc;`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PoolMalloc;
+
+impl PoolMalloc {
+    /// The allocator (it has no state of its own).
+    pub const fn new() -> Self {
+        PoolMalloc
+    }
+}
+
+/// True if a block of this size and alignment lives in a pool.
+#[inline(always)]
+fn is_pool_block(size: usize, align: usize) -> bool {
+    size <= MAX_SMALL_SIZE && align <= POOL_SIZE
+}
+
+#[cold]
+#[inline(never)]
+fn alloc_aligned_or_large(size: usize, align: usize) -> *mut u8 {
+    match size_class::class_for(size, align) {
+        Some(class) => heap::alloc(class),
+        None => large::alloc(size, align),
+    }
+}
+
+// SAFETY: blocks are disjoint and live until freed; each meets its layout
+// (classes are checked to fit and align; large mappings are placed aligned).
+unsafe impl GlobalAlloc for PoolMalloc {
+    #[inline(always)]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let size = layout.size();
+        if size <= MAX_SMALL_SIZE && layout.align() <= MIN_ALIGN {
+            // `size <= MAX_SMALL_SIZE`, so the class exists.
+            return match size_class::class_of_size(size) {
+                Some(class) => heap::alloc(class),
+                None => ptr::null_mut(),
+            };
+        }
+        alloc_aligned_or_large(size, layout.align())
+    }
+
+    #[inline(always)]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if is_pool_block(layout.size(), layout.align()) {
+            // SAFETY: the layout says a pool block, and `realloc` keeps the
+            // kind of a block in step with its layout.
+            unsafe { heap::free(ptr) }
+        } else {
+            // SAFETY: as above, a large block.
+            unsafe { large::free(ptr) }
+        }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if is_pool_block(layout.size(), layout.align()) {
+            // SAFETY: forwarded from the caller.
+            let p = unsafe { self.alloc(layout) };
+            if !p.is_null() {
+                // SAFETY: the block holds at least `size` bytes.
+                unsafe { ptr::write_bytes(p, 0, layout.size()) };
+            }
+            p
+        } else {
+            // Fresh mappings are zero already.
+            large::alloc(layout.size(), layout.align())
+        }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let (old_size, align) = (layout.size(), layout.align());
+        let old_in_pool = is_pool_block(old_size, align);
+        if old_in_pool && is_pool_block(new_size, align) {
+            // SAFETY: a live pool block.
+            let block_size = unsafe { heap::block_size(ptr) };
+            // In place while it fits, unless it shrinks below half the block.
+            if new_size <= block_size && (new_size * 2 > block_size || block_size == MIN_ALIGN) {
+                return ptr;
+            }
+        } else if !old_in_pool && !is_pool_block(new_size, align) {
+            // SAFETY: a live large block of `old_size` bytes.
+            return unsafe { large::realloc(ptr, old_size, new_size, align) };
+        }
+        // SAFETY: the caller guarantees `new_size` rounded up to `align` does
+        // not overflow isize, which is all `Layout` requires.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
+        // SAFETY: forwarded from the caller.
+        let moved = unsafe { self.alloc(new_layout) };
+        if !moved.is_null() {
+            // SAFETY: distinct live blocks, each holding the bytes copied.
+            unsafe {
+                ptr::copy_nonoverlapping(ptr, moved, old_size.min(new_size));
+                self.dealloc(ptr, layout);
+            }
+        }
+        moved
+    }
+}
+
+/// The capacity of a live block: at least the size it was allocated with.
+///
+/// # Safety
+/// `ptr` was returned by this allocator and not freed since.
+pub unsafe fn usable_size(ptr: *const u8) -> usize {
+    if arena::contains(ptr) {
+        // SAFETY: a live block in an arena is a pool block.
+        unsafe { heap::block_size(ptr) }
+    } else {
+        // SAFETY: a live block outside every arena is a large block.
+        unsafe { large::usable_size(ptr.cast_mut()) }
+    }
+}
+
+/// Returns memory to the OS now: takes back pending remote frees for the
+/// calling thread's heap, idle heaps and the shared heap; returns their
+/// unused pools to the arenas; unmaps every fully empty arena beyond one
+/// spare. Costs a walk over those heaps' available pools and one lock per
+/// pool returned; call it after freeing a lot, not in a loop.
+pub fn collect() {
+    heap::collect();
+    arena::release_empty_arenas();
+}
+
+/// Checks the calling thread's heap (every pool's accounting and state) and
+/// the arena lists, and panics on a broken invariant. For tests and
+/// debugging, with the `debug-invariants` feature. Returns the arena count.
+#[cfg(feature = "debug-invariants")]
+pub fn check_invariants() -> usize {
+    heap::check_current();
+    arena::check()
+}

@@ -1,0 +1,181 @@
+//! The only module that calls libc: mappings, page size, thread-exit keys,
+//! fork handlers, and the one way out for fatal errors.
+//!
+//! Nothing here allocates through the global allocator, panics or formats.
+
+use core::ffi::c_void;
+use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// The OS page size, read once (`sysconf`) and cached.
+#[inline]
+pub fn page_size() -> usize {
+    static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+    let cached = PAGE_SIZE.load(Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let queried = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let size = if queried > 0 { queried as usize } else { 4096 };
+    PAGE_SIZE.store(size, Ordering::Relaxed);
+    size
+}
+
+/// Maps `size` bytes of fresh zeroed read-write memory, or null.
+pub fn map(size: usize) -> *mut u8 {
+    map_flags(size, 0)
+}
+
+/// Maps `size` bytes reserved lazily (`MAP_NORESERVE`), for sparse tables.
+pub fn map_sparse(size: usize) -> *mut u8 {
+    map_flags(size, libc::MAP_NORESERVE)
+}
+
+fn map_flags(size: usize, extra_flags: libc::c_int) -> *mut u8 {
+    // SAFETY: an anonymous private mapping at an address of the kernel's
+    // choosing aliases nothing we own.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | extra_flags,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED { ptr::null_mut() } else { p.cast() }
+}
+
+/// Maps `size` bytes (a multiple of the page size) so that `result + offset`
+/// is aligned to `align` (a power of two, at least the page size; `offset` a
+/// multiple of the page size below `align`). The excess is unmapped again.
+/// Returns null when the address space is exhausted.
+pub fn map_aligned(size: usize, align: usize, offset: usize) -> *mut u8 {
+    let page = page_size();
+    debug_assert!(align.is_power_of_two() && align >= page && offset < align);
+    let Some(reserve) = size.checked_add(align - page) else {
+        return ptr::null_mut();
+    };
+    let base = map(reserve);
+    if base.is_null() {
+        return base;
+    }
+    let base_addr = base as usize;
+    // The first address >= base whose (address + offset) is aligned.
+    let start = (base_addr + offset).next_multiple_of(align) - offset;
+    let start = if start < base_addr { start + align } else { start };
+    let head = start - base_addr;
+    let tail = reserve - head - size;
+    // SAFETY: both ranges lie inside the mapping made just above and are not
+    // handed out; they are page-aligned because every term is.
+    unsafe {
+        if head != 0 {
+            unmap(base, head);
+        }
+        if tail != 0 {
+            unmap(base.add(head + size), tail);
+        }
+    }
+    start as *mut u8
+}
+
+/// Returns a mapping (or a page-aligned part of one) to the OS.
+///
+/// # Safety
+/// `[p, p + size)` is mapped, owned by the caller and not used again.
+pub unsafe fn unmap(p: *mut u8, size: usize) {
+    // SAFETY: the caller owns the range. munmap of a valid range cannot fail
+    // except for resource limits when splitting a mapping; the memory then
+    // stays mapped, which is a leak, not corruption.
+    unsafe {
+        libc::munmap(p.cast(), size);
+    }
+}
+
+/// Resizes a mapping, moving it if needed (`MREMAP_MAYMOVE`); null on failure
+/// (the old mapping is then untouched).
+///
+/// # Safety
+/// `[p, p + old_size)` is a whole mapping (or its page-aligned prefix) owned
+/// by the caller.
+pub unsafe fn remap(p: *mut u8, old_size: usize, new_size: usize) -> *mut u8 {
+    // SAFETY: the caller owns the mapping; on success the old range is gone
+    // and the new one is owned by the caller.
+    let q = unsafe { libc::mremap(p.cast(), old_size, new_size, libc::MREMAP_MAYMOVE) };
+    if q == libc::MAP_FAILED { ptr::null_mut() } else { q.cast() }
+}
+
+/// Gives up the CPU while spinning on a lock.
+pub fn yield_now() {
+    // SAFETY: sched_yield has no preconditions.
+    unsafe {
+        libc::sched_yield();
+    }
+}
+
+/// A pthread key whose destructor runs at thread exit.
+pub struct ThreadExitKey(AtomicUsize);
+
+const KEY_UNSET: usize = usize::MAX;
+
+impl ThreadExitKey {
+    /// A key not yet created.
+    pub const fn new() -> Self {
+        Self(AtomicUsize::new(KEY_UNSET))
+    }
+
+    /// Arms the key for the calling thread: `destructor(value)` runs when the
+    /// thread exits. Creates the key on first use. Returns false if the OS
+    /// refused (then no cleanup will run for this thread).
+    pub fn arm(&self, destructor: unsafe extern "C" fn(*mut c_void), value: *mut c_void) -> bool {
+        let mut key = self.0.load(Ordering::Acquire);
+        if key == KEY_UNSET {
+            let mut fresh: libc::pthread_key_t = 0;
+            // SAFETY: `fresh` is a valid out-pointer; the destructor is an
+            // `extern "C"` function that lives for the whole program.
+            if unsafe { libc::pthread_key_create(&mut fresh, Some(destructor)) } != 0 {
+                return false;
+            }
+            match self.0.compare_exchange(KEY_UNSET, fresh as usize, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => key = fresh as usize,
+                Err(existing) => {
+                    // Another thread won the race; keep its key.
+                    // SAFETY: `fresh` was created above and never armed.
+                    unsafe { libc::pthread_key_delete(fresh) };
+                    key = existing;
+                }
+            }
+        }
+        // SAFETY: `key` was created by pthread_key_create and never deleted.
+        unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, value) == 0 }
+    }
+}
+
+/// Registers fork handlers once: `prepare` runs in the parent before `fork`,
+/// `parent` and `child` after it on each side.
+pub fn at_fork(prepare: unsafe extern "C" fn(), parent: unsafe extern "C" fn(), child: unsafe extern "C" fn()) {
+    // SAFETY: the handlers are `extern "C"` functions living for the whole
+    // program. pthread_atfork only fails on memory exhaustion; then forked
+    // children may deadlock, as with most allocators.
+    unsafe {
+        libc::pthread_atfork(Some(prepare), Some(parent), Some(child));
+    }
+}
+
+/// Writes `message` to stderr and aborts the process. The one exit for
+/// detected corruption: no allocation, no formatting, no unwinding.
+#[cold]
+#[inline(never)]
+pub fn fatal(message: &str) -> ! {
+    const PREFIX: &[u8] = b"poolmalloc: fatal: ";
+    // SAFETY: the buffers are valid for their lengths; write to fd 2 has no
+    // other preconditions, and a short write only loses diagnostics.
+    unsafe {
+        libc::write(2, PREFIX.as_ptr().cast(), PREFIX.len());
+        libc::write(2, message.as_ptr().cast(), message.len());
+        libc::write(2, b"\n".as_ptr().cast(), 1);
+        libc::abort()
+    }
+}

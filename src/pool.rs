@@ -1,0 +1,306 @@
+//! The pool descriptor and its block free lists. No thread logic lives here:
+//! the heap decides who may call what; this module keeps the counts right.
+//!
+//! # Invariant
+//! For a pool in use, with `remote` the blocks on its remote list:
+//!
+//! ```text
+//! used + |free| + (capacity - carved) == capacity
+//! |remote| <= used
+//! ```
+//!
+//! `used` counts blocks handed out and not yet back on `free`; a block freed
+//! by another thread stays counted in `used` until the owner drains it.
+
+use crate::size_class::{self, Class};
+use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
+use core::cell::Cell;
+use core::ptr;
+
+/// A free block: its first word links to the next free block.
+#[repr(C)]
+pub struct Block {
+    pub(crate) next: *mut Block,
+}
+
+/// Where a pool is in its life; see the pool states in the crate docs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum PoolState {
+    /// Not in use: its pages belong to the arena.
+    Free = 0,
+    /// A heap allocates from it (the heap's `active[class]`).
+    Active = 1,
+    /// On its heap's available list for its class: it has free blocks.
+    Available = 2,
+    /// On no list: it had no free block when last looked at.
+    Full = 3,
+}
+
+/// Blocks carved per refill: about one OS page, so a fresh pool touches
+/// memory a page at a time ("touch nothing before it is needed").
+const CARVE_BYTES: usize = 4096;
+
+/// One pool (or span of pools) descriptor. It lives in the arena header, not
+/// in the pool, so the blocks start on the pool boundary and stay aligned.
+#[repr(C, align(64))]
+pub struct Pool {
+    // Owner-only fields, read and written by the fast paths.
+    /// Head of the free list the owner allocates from and frees to.
+    pub(crate) free: Cell<*mut Block>,
+    /// Blocks handed out and not yet back on `free`.
+    pub(crate) used: Cell<u32>,
+    /// Blocks carved from the span so far (the rest is untouched memory).
+    carved: Cell<u32>,
+    /// The owning heap's identity (its address); 0 when free. Read by other
+    /// threads to decide whether a free is remote.
+    pub(crate) owner: AtomicUsize,
+    /// First block of the span.
+    start: Cell<*mut u8>,
+    /// Blocks in the span.
+    capacity: Cell<u32>,
+    /// The class the pool serves.
+    class: Cell<u8>,
+    /// Pools joined in this span.
+    span_pools: Cell<u8>,
+    state: Cell<PoolState>,
+    /// Link on the owning heap's available list.
+    pub(crate) next_available: Cell<*mut Pool>,
+    // Fields other threads write.
+    /// Blocks freed by other threads (a Treiber stack: pushes only; the owner
+    /// takes the whole list at once, so there is no ABA).
+    pub(crate) remote: AtomicPtr<Block>,
+    /// Link on the owning heap's pending list (pools with remote frees).
+    pub(crate) next_pending: AtomicPtr<Pool>,
+}
+
+impl Pool {
+    /// A descriptor of no pool: no free block, nothing to carve. The static
+    /// empty pool is built from this so a fresh heap needs no init check.
+    pub const fn unused() -> Self {
+        Self {
+            free: Cell::new(ptr::null_mut()),
+            used: Cell::new(0),
+            carved: Cell::new(0),
+            owner: AtomicUsize::new(0),
+            start: Cell::new(ptr::null_mut()),
+            capacity: Cell::new(0),
+            class: Cell::new(0),
+            span_pools: Cell::new(0),
+            state: Cell::new(PoolState::Free),
+            next_available: Cell::new(ptr::null_mut()),
+            remote: AtomicPtr::new(ptr::null_mut()),
+            next_pending: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
+
+    /// Prepares a free descriptor to serve `class` from the span at `start`,
+    /// owned by `owner`. Touches none of the span's memory.
+    pub fn init(&self, class: Class, start: *mut u8, owner: usize) {
+        debug_assert_eq!(self.state.get(), PoolState::Free);
+        self.free.set(ptr::null_mut());
+        self.used.set(0);
+        self.carved.set(0);
+        self.start.set(start);
+        self.capacity.set(size_class::class_blocks_per_span(class) as u32);
+        self.class.set(class as u8);
+        self.span_pools.set(size_class::class_span_pools(class) as u8);
+        self.state.set(PoolState::Active);
+        self.next_available.set(ptr::null_mut());
+        debug_assert!(self.remote.load(Ordering::Relaxed).is_null());
+        self.owner.store(owner, Ordering::Relaxed);
+    }
+
+    /// Marks the descriptor free again (its span goes back to the arena).
+    pub fn retire(&self) {
+        debug_assert_eq!(self.used.get(), 0);
+        debug_assert!(self.remote.load(Ordering::Relaxed).is_null());
+        self.state.set(PoolState::Free);
+        self.free.set(ptr::null_mut());
+        self.owner.store(0, Ordering::Relaxed);
+    }
+
+    /// The class this pool serves.
+    #[inline]
+    pub fn class(&self) -> Class {
+        self.class.get() as Class
+    }
+
+    /// Block size of this pool's class.
+    #[inline]
+    pub fn block_size(&self) -> usize {
+        size_class::class_size(self.class())
+    }
+
+    /// Pools in this span.
+    pub fn span_pools(&self) -> usize {
+        self.span_pools.get() as usize
+    }
+
+    /// The pool's state.
+    #[inline]
+    pub fn state(&self) -> PoolState {
+        self.state.get()
+    }
+
+    /// Sets the pool's state (the heap moves pools between its lists).
+    #[inline]
+    pub fn set_state(&self, state: PoolState) {
+        self.state.set(state);
+    }
+
+    /// True if every block is free (none handed out, none pending remotely).
+    #[inline]
+    pub fn is_unused(&self) -> bool {
+        self.used.get() == 0
+    }
+
+    /// Pops a block from the free list. Owner only.
+    ///
+    /// # Safety
+    /// The free list is not empty.
+    #[inline(always)]
+    pub unsafe fn pop(&self) -> *mut u8 {
+        let block = self.free.get();
+        debug_assert!(!block.is_null());
+        // SAFETY: blocks on the free list are free blocks of this pool, whose
+        // first word is the link.
+        self.free.set(unsafe { (*block).next });
+        self.used.set(self.used.get() + 1);
+        block.cast()
+    }
+
+    /// Pushes a block the owner frees. Returns true if the free list was
+    /// empty before (the pool may need to rejoin its heap's lists).
+    ///
+    /// # Safety
+    /// `block` is a block of this pool handed out and not yet freed.
+    #[inline(always)]
+    pub unsafe fn push_local(&self, block: *mut u8) -> bool {
+        let block = block.cast::<Block>();
+        let head = self.free.get();
+        // SAFETY: the block is ours to reuse; a block is at least 16 bytes.
+        unsafe { (*block).next = head };
+        self.free.set(block);
+        self.used.set(self.used.get() - 1);
+        head.is_null()
+    }
+
+    /// Carves the next batch of untouched blocks onto the free list. Returns
+    /// false if the span is fully carved. Owner only.
+    pub fn carve(&self) -> bool {
+        let carved = self.carved.get() as usize;
+        let capacity = self.capacity.get() as usize;
+        if carved == capacity {
+            return false;
+        }
+        let size = self.block_size();
+        let batch = (CARVE_BYTES / size).clamp(1, capacity - carved);
+        // SAFETY: blocks carved..carved+batch lie inside the span, which this
+        // pool owns; none of them has been handed out.
+        unsafe {
+            let first = self.start.get().add(carved * size);
+            let mut block = first;
+            for _ in 1..batch {
+                let next = block.add(size);
+                (*block.cast::<Block>()).next = next.cast();
+                block = next;
+            }
+            (*block.cast::<Block>()).next = self.free.get();
+            self.free.set(first.cast());
+        }
+        self.carved.set((carved + batch) as u32);
+        true
+    }
+
+    /// Pushes a block freed by a thread that does not own the pool. Returns
+    /// true if the remote list was empty, in which case the caller must put
+    /// the pool on its owner's pending list (exactly once per such push).
+    ///
+    /// # Safety
+    /// `block` is a block of this pool handed out and not yet freed.
+    pub unsafe fn push_remote(&self, block: *mut u8) -> bool {
+        let block = block.cast::<Block>();
+        let mut head = self.remote.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: the block is the freeing thread's until published.
+            unsafe { (*block).next = head };
+            // AcqRel: Release publishes the link; Acquire orders this push
+            // after the owner's last take, so the caller's write of
+            // `next_pending` cannot race the owner's read of it.
+            match self.remote.compare_exchange_weak(head, block, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return head.is_null(),
+                Err(actual) => head = actual,
+            }
+        }
+    }
+
+    /// Takes every remotely freed block onto the free list. Owner only.
+    /// Returns the number of blocks taken.
+    pub fn take_remote(&self) -> usize {
+        let head = self.remote.swap(ptr::null_mut(), Ordering::AcqRel);
+        if head.is_null() {
+            return 0;
+        }
+        let mut count = 1;
+        let mut tail = head;
+        // SAFETY: the remote list holds freed blocks of this pool linked by
+        // their first word; the swap's Acquire made the links visible.
+        unsafe {
+            while !(*tail).next.is_null() {
+                tail = (*tail).next;
+                count += 1;
+            }
+            (*tail).next = self.free.get();
+        }
+        self.free.set(head);
+        self.used.set(self.used.get() - count as u32);
+        count
+    }
+
+    /// The block containing `p`, if `p` is exactly the start of a block of
+    /// this pool that has been carved.
+    #[cfg(any(test, feature = "checked", feature = "debug-invariants"))]
+    pub fn block_index(&self, p: *const u8) -> Option<usize> {
+        let offset = (p as usize).checked_sub(self.start.get() as usize)?;
+        let size = self.block_size();
+        let index = offset / size;
+        (offset % size == 0 && index < self.carved.get() as usize).then_some(index)
+    }
+
+    /// True if `p` is on the owner's free list. O(free blocks); for checked
+    /// mode and tests.
+    #[cfg(any(test, feature = "checked"))]
+    pub fn free_list_contains(&self, p: *const u8) -> bool {
+        let mut block = self.free.get();
+        while !block.is_null() {
+            if block as *const u8 == p {
+                return true;
+            }
+            // SAFETY: free-list blocks are free blocks of this pool.
+            block = unsafe { (*block).next };
+        }
+        false
+    }
+
+    /// Checks the pool invariant (see the module docs). Owner only; the
+    /// remote list is left alone.
+    #[cfg(any(test, feature = "debug-invariants"))]
+    pub fn check(&self) {
+        let mut free_count = 0usize;
+        let mut block = self.free.get();
+        while !block.is_null() {
+            assert!(self.block_index(block.cast()).is_some(), "free block outside the carved span");
+            free_count += 1;
+            // SAFETY: free-list blocks are free blocks of this pool.
+            block = unsafe { (*block).next };
+        }
+        let capacity = self.capacity.get() as usize;
+        let carved = self.carved.get() as usize;
+        assert!(carved <= capacity);
+        assert_eq!(self.used.get() as usize + free_count + (capacity - carved), capacity, "pool accounting");
+    }
+}
+
+#[cfg(test)]
+mod tests;

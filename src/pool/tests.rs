@@ -1,0 +1,81 @@
+use super::*;
+use crate::config::POOL_SIZE;
+use crate::size_class::{CLASS_COUNT, class_blocks_per_span, class_size, class_span_pools};
+
+/// A span-sized, pool-aligned buffer owned by the test.
+struct Span {
+    memory: Vec<u8>,
+}
+
+impl Span {
+    fn new(pools: usize) -> Self {
+        Span { memory: vec![0u8; (pools + 1) * POOL_SIZE] }
+    }
+    fn start(&mut self) -> *mut u8 {
+        let addr = self.memory.as_mut_ptr() as usize;
+        addr.next_multiple_of(POOL_SIZE) as *mut u8
+    }
+}
+
+#[test]
+fn carve_pop_push_keep_the_invariant() {
+    for class in 0..CLASS_COUNT {
+        let mut span = Span::new(class_span_pools(class));
+        let pool = Pool::unused();
+        pool.init(class, span.start(), 1);
+        pool.check();
+        let capacity = class_blocks_per_span(class);
+        let mut blocks = Vec::new();
+        while !pool.free.get().is_null() || pool.carve() {
+            // SAFETY: the free list is not empty.
+            let b = unsafe { pool.pop() };
+            assert!(pool.block_index(b).is_some());
+            assert_eq!(b as usize % crate::size_class::class_align(class), 0);
+            blocks.push(b);
+            pool.check();
+        }
+        assert_eq!(blocks.len(), capacity, "class {class}");
+        let mut sorted = blocks.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), capacity, "a block was handed out twice");
+        for w in sorted.windows(2) {
+            assert!(w[1] as usize - w[0] as usize >= class_size(class));
+        }
+        assert!(!pool.carve());
+        // Free half locally, half remotely, then drain.
+        for (i, &b) in blocks.iter().enumerate() {
+            // SAFETY: each block was handed out above and is freed once.
+            unsafe {
+                if i % 2 == 0 {
+                    pool.push_local(b);
+                } else {
+                    pool.push_remote(b);
+                }
+            }
+        }
+        assert_eq!(pool.used.get() as usize, capacity / 2);
+        assert_eq!(pool.take_remote(), capacity / 2);
+        assert!(pool.is_unused());
+        pool.check();
+        pool.retire();
+    }
+}
+
+#[test]
+fn remote_push_reports_the_first_push_only() {
+    let mut span = Span::new(1);
+    let pool = Pool::unused();
+    pool.init(0, span.start(), 1);
+    pool.carve();
+    // SAFETY: the free list has blocks; each is freed once.
+    unsafe {
+        let a = pool.pop();
+        let b = pool.pop();
+        assert!(pool.push_remote(a));
+        assert!(!pool.push_remote(b));
+        assert_eq!(pool.take_remote(), 2);
+        assert!(pool.free_list_contains(a) && pool.free_list_contains(b));
+    }
+    assert_eq!(pool.take_remote(), 0);
+}

@@ -1,0 +1,173 @@
+//! Size classes: pure, safe arithmetic from a request to a class.
+//!
+//! Classes step by 16 bytes up to 128, then four per doubling up to 32 KiB
+//! (the rounding waste of a block is at most 25% above 128 bytes, at most
+//! 20% past the first class of each doubling). All tables are built by
+//! `const` code here and checked exhaustively in the tests.
+
+use crate::config::{MAX_SMALL_SIZE, MAX_SPAN_POOLS, MIN_ALIGN, POOL_SIZE};
+
+/// A size-class index, `0..CLASS_COUNT`.
+pub type Class = usize;
+
+/// Classes of 16-byte steps (16..=128).
+const LINEAR_CLASSES: usize = 8;
+/// Classes per doubling above 128 bytes.
+const CLASSES_PER_DOUBLING: usize = 4;
+/// 128 B -> 32 KiB is 8 doublings.
+const DOUBLINGS: usize = 8;
+
+/// Number of size classes.
+pub const CLASS_COUNT: usize = LINEAR_CLASSES + CLASSES_PER_DOUBLING * DOUBLINGS;
+
+/// Block size of every class.
+pub const CLASS_SIZE: [u32; CLASS_COUNT] = build_sizes();
+
+const fn build_sizes() -> [u32; CLASS_COUNT] {
+    let mut sizes = [0u32; CLASS_COUNT];
+    let mut c = 0;
+    while c < LINEAR_CLASSES {
+        sizes[c] = ((c + 1) * MIN_ALIGN) as u32;
+        c += 1;
+    }
+    let mut base = LINEAR_CLASSES * MIN_ALIGN;
+    while c < CLASS_COUNT {
+        let step = base / CLASSES_PER_DOUBLING;
+        let mut k = 1;
+        while k <= CLASSES_PER_DOUBLING {
+            sizes[c] = (base + k * step) as u32;
+            c += 1;
+            k += 1;
+        }
+        base *= 2;
+    }
+    sizes
+}
+
+/// Granules (16 bytes) in the largest class, the size of the lookup table.
+const GRANULES: usize = MAX_SMALL_SIZE / MIN_ALIGN;
+
+/// `CLASS_BY_GRANULE[(size + 15) / 16]` is the smallest class holding `size`
+/// bytes. One byte per granule: 2 KiB, of which a program touches the lines
+/// of the sizes it uses.
+static CLASS_BY_GRANULE: [u8; GRANULES + 1] = build_granule_table();
+
+const fn build_granule_table() -> [u8; GRANULES + 1] {
+    let mut table = [0u8; GRANULES + 1];
+    let mut g = 0;
+    let mut c = 0;
+    while g <= GRANULES {
+        while (CLASS_SIZE[c] as usize) < g * MIN_ALIGN {
+            c += 1;
+        }
+        table[g] = c as u8;
+        g += 1;
+    }
+    table
+}
+
+/// Block size of class `c`.
+#[inline(always)]
+pub const fn class_size(c: Class) -> usize {
+    CLASS_SIZE[c] as usize
+}
+
+/// Alignment every block of class `c` has: the largest power of two dividing
+/// its size, capped by the pool size (spans start on pool boundaries).
+pub const fn class_align(c: Class) -> usize {
+    let size = class_size(c);
+    let pow2 = 1usize << size.trailing_zeros();
+    if pow2 < POOL_SIZE { pow2 } else { POOL_SIZE }
+}
+
+/// Pools joined into one span for class `c`: the fewest (up to
+/// `MAX_SPAN_POOLS`) that hold at least four blocks with at most 1/16 of the
+/// span lost to rounding; failing that, the one losing the least.
+pub const fn class_span_pools(c: Class) -> usize {
+    SPAN_POOLS[c] as usize
+}
+
+const SPAN_POOLS: [u8; CLASS_COUNT] = build_span_pools();
+
+const MIN_BLOCKS_PER_SPAN: usize = 4;
+
+const fn build_span_pools() -> [u8; CLASS_COUNT] {
+    let mut spans = [0u8; CLASS_COUNT];
+    let mut c = 0;
+    while c < CLASS_COUNT {
+        let size = class_size(c);
+        let mut best = 0;
+        let mut best_waste = usize::MAX;
+        let mut n = 1;
+        while n <= MAX_SPAN_POOLS {
+            let bytes = n * POOL_SIZE;
+            let blocks = bytes / size;
+            if blocks >= MIN_BLOCKS_PER_SPAN {
+                let waste = bytes - blocks * size;
+                // Compare waste as a fraction of the span: waste/bytes.
+                if waste * 16 <= bytes {
+                    best = n;
+                    break;
+                }
+                if best == 0 || waste * (best * POOL_SIZE) < best_waste * bytes {
+                    best = n;
+                    best_waste = waste;
+                }
+            }
+            n += 1;
+        }
+        assert!(best != 0, "a class fits no span");
+        spans[c] = best as u8;
+        c += 1;
+    }
+    spans
+}
+
+/// Blocks that fit in one span of class `c`.
+pub const fn class_blocks_per_span(c: Class) -> usize {
+    class_span_pools(c) * POOL_SIZE / class_size(c)
+}
+
+/// The class for a request of `size` bytes with alignment at most
+/// `MIN_ALIGN`, or `None` if it is a large allocation. The fast path: after
+/// the caller's own `size <= MAX_SMALL_SIZE` test it is one load.
+#[inline(always)]
+pub fn class_of_size(size: usize) -> Option<Class> {
+    if size <= MAX_SMALL_SIZE {
+        // No overflow: size <= MAX_SMALL_SIZE; the index is <= GRANULES.
+        Some(CLASS_BY_GRANULE[size.div_ceil(MIN_ALIGN)] as Class)
+    } else {
+        None
+    }
+}
+
+/// The smallest class whose blocks hold `size` bytes aligned to `align` (a
+/// power of two), or `None` if no class does (a large allocation).
+#[inline]
+pub fn class_for(size: usize, align: usize) -> Option<Class> {
+    if align <= MIN_ALIGN {
+        return class_of_size(size);
+    }
+    class_for_aligned(size, align)
+}
+
+#[cold]
+fn class_for_aligned(size: usize, align: usize) -> Option<Class> {
+    if align > POOL_SIZE {
+        return None;
+    }
+    let mut c = class_of_size(size.max(align))?;
+    while c < CLASS_COUNT {
+        if class_align(c) >= align {
+            return Some(c);
+        }
+        c += 1;
+    }
+    None
+}
+
+const _: () = assert!(CLASS_SIZE[CLASS_COUNT - 1] as usize == MAX_SMALL_SIZE);
+const _: () = assert!(CLASS_COUNT <= u8::MAX as usize);
+
+#[cfg(test)]
+mod tests;

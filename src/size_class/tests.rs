@@ -1,0 +1,57 @@
+use super::*;
+
+#[test]
+fn sizes_are_increasing_and_granular() {
+    for c in 1..CLASS_COUNT {
+        assert!(CLASS_SIZE[c] > CLASS_SIZE[c - 1]);
+        assert_eq!(CLASS_SIZE[c] as usize % MIN_ALIGN, 0);
+    }
+    assert_eq!(class_size(0), 16);
+    assert_eq!(class_size(7), 128);
+    assert_eq!(&CLASS_SIZE[8..12], &[160, 192, 224, 256]);
+    assert_eq!(class_size(CLASS_COUNT - 1), 32 << 10);
+}
+
+#[test]
+fn waste_is_bounded() {
+    // Above 128 bytes four classes per doubling: block <= 1.25 x request.
+    for size in 129..=MAX_SMALL_SIZE {
+        let c = class_of_size(size).unwrap();
+        assert!(class_size(c) * 4 <= size * 5 + 4 * MIN_ALIGN, "size {size}");
+    }
+}
+
+/// Every size up to the largest class times every alignment up to 4 KiB: the
+/// block fits, is aligned, and no smaller class would do.
+#[test]
+fn exhaustive_size_alignment_table() {
+    for align_shift in 0..=12 {
+        let align = 1usize << align_shift;
+        for size in 0..=MAX_SMALL_SIZE {
+            let got = class_for(size, align);
+            let want = (0..CLASS_COUNT).find(|&c| class_size(c) >= size && class_align(c) >= align);
+            assert_eq!(got, want, "size {size} align {align}");
+            if let Some(c) = got {
+                assert!(class_size(c) >= size.max(1));
+                assert!(class_align(c) >= align);
+            }
+        }
+    }
+    assert_eq!(class_for(MAX_SMALL_SIZE + 1, 1), None);
+    assert_eq!(class_for(16, POOL_SIZE * 2), None);
+}
+
+#[test]
+fn spans_hold_blocks_with_little_waste() {
+    for c in 0..CLASS_COUNT {
+        let pools = class_span_pools(c);
+        assert!((1..=MAX_SPAN_POOLS).contains(&pools));
+        let bytes = pools * POOL_SIZE;
+        let blocks = class_blocks_per_span(c);
+        assert!(blocks >= MIN_BLOCKS_PER_SPAN, "class {c}");
+        let waste = bytes - blocks * class_size(c);
+        assert!(waste * 8 <= bytes, "class {c} wastes {waste} of {bytes}");
+        // Blocks in a span that starts on a pool boundary are aligned.
+        assert_eq!(POOL_SIZE % class_align(c), 0);
+    }
+}
