@@ -175,6 +175,21 @@ fn alloc_aligned_or_large(size: usize, align: usize) -> *mut u8 {
     }
 }
 
+/// # Safety
+/// As for `GlobalAlloc::dealloc`.
+#[cold]
+#[inline(never)]
+unsafe fn dealloc_aligned_or_large(ptr: *mut u8, layout: Layout) {
+    if is_pool_block(layout.size(), layout.align()) {
+        // SAFETY: the layout says a pool block, and `realloc` keeps the kind
+        // of a block in step with its layout.
+        unsafe { heap::free(ptr) }
+    } else {
+        // SAFETY: as above, a large block.
+        unsafe { large::free(ptr) }
+    }
+}
+
 // SAFETY: blocks are disjoint and live until freed; each meets its layout
 // (classes are checked to fit and align; large mappings are placed aligned).
 unsafe impl GlobalAlloc for PoolMalloc {
@@ -193,13 +208,13 @@ unsafe impl GlobalAlloc for PoolMalloc {
 
     #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if is_pool_block(layout.size(), layout.align()) {
+        if layout.size() <= MAX_SMALL_SIZE && layout.align() <= MIN_ALIGN {
             // SAFETY: the layout says a pool block, and `realloc` keeps the
             // kind of a block in step with its layout.
             unsafe { heap::free(ptr) }
         } else {
-            // SAFETY: as above, a large block.
-            unsafe { large::free(ptr) }
+            // SAFETY: forwarded from the caller.
+            unsafe { dealloc_aligned_or_large(ptr, layout) }
         }
     }
 
