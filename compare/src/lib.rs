@@ -1,0 +1,1 @@
+//! Comparison workloads (filled in by the comparison work).
