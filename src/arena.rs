@@ -12,6 +12,7 @@ use crate::config::{
     ADDRESS_BITS, ARENA_MASK, ARENA_SHIFT, ARENA_SIZE, ARENA_SPARES, FIRST_POOL, POOL_SHIFT, POOL_SIZE,
     POOLS_PER_ARENA, USABLE_POOLS,
 };
+use crate::decay;
 use crate::os;
 use crate::pool::Pool;
 use crate::size_class::{self, Class};
@@ -32,6 +33,12 @@ pub struct Arena {
     // Guarded by the arena lock:
     /// Bit `i` set: pool `i` is free.
     free_mask: Cell<u16>,
+    /// Bit `i` set: pool `i` is free and its pages may be resident (it was
+    /// used since it was last purged).
+    dirty_mask: Cell<u16>,
+    /// When a pool of this arena was last released (ms, monotonic): dirty
+    /// pools are purged once the arena has been quiet for the purge delay.
+    released_at: Cell<u64>,
     /// Links in the bucket of arenas with the same number of free pools.
     prev: Cell<*mut Arena>,
     next: Cell<*mut Arena>,
@@ -68,12 +75,15 @@ pub unsafe fn pool_of(p: *const u8) -> *mut Pool {
 struct Arenas {
     /// `buckets[n]`: arenas with exactly `n` free pools (doubly linked).
     buckets: [*mut Arena; USABLE_POOLS + 1],
+    /// Without a background purger: when a slow path should purge next.
+    inline_purge_due: u64,
 }
 
 // SAFETY: the raw pointers are only followed under the lock.
 unsafe impl Send for Arenas {}
 
-static ARENAS: SpinLock<Arenas> = SpinLock::new(Arenas { buckets: [ptr::null_mut(); USABLE_POOLS + 1] });
+static ARENAS: SpinLock<Arenas> =
+    SpinLock::new(Arenas { buckets: [ptr::null_mut(); USABLE_POOLS + 1], inline_purge_due: 0 });
 
 impl Arenas {
     fn unlink(&mut self, arena: &Arena, count: usize) {
@@ -119,17 +129,6 @@ impl Arenas {
         }
         None
     }
-
-    fn empty_arena_count(&self) -> usize {
-        let mut count = 0;
-        let mut arena = self.buckets[USABLE_POOLS];
-        while !arena.is_null() {
-            count += 1;
-            // SAFETY: linked arenas are live headers.
-            arena = unsafe { (*arena).next.get() };
-        }
-        count
-    }
 }
 
 /// The lowest pool `i` such that pools `i..i + pools` are all free.
@@ -165,9 +164,13 @@ pub fn acquire_pool(class: Class, owner: usize) -> *mut Pool {
     let a = unsafe { &*arena };
     let before = a.free_count();
     arenas.unlink(a, before);
-    a.free_mask.set(a.free_mask.get() & !run_mask(first, pools));
+    let run = run_mask(first, pools);
+    a.free_mask.set(a.free_mask.get() & !run);
+    let reused_dirty = a.dirty_mask.get() & run;
+    a.dirty_mask.set(a.dirty_mask.get() & !run);
     arenas.link(arena, before - pools);
     drop(arenas);
+    OS_COUNTERS.dirty_pools_reused(reused_dirty.count_ones() as usize * POOL_SIZE);
     let pool = &a.pools[first];
     let offset = ptr::from_ref(pool) as usize - arena as usize;
     for i in first..first + pools {
@@ -178,9 +181,10 @@ pub fn acquire_pool(class: Class, owner: usize) -> *mut Pool {
     ptr::from_ref(pool).cast_mut()
 }
 
-/// Gives a span back to its arena. The pool must be unused and off every
-/// list. If the arena becomes empty and enough spares are kept, the arena is
-/// unmapped. Slow path.
+/// Gives a span back to its arena, dirty: its pages stay resident until the
+/// arena has been quiet for the purge delay. Empty arenas stay mapped until
+/// then too, so a program that frees and reallocates in waves does not pay
+/// for mappings and page faults in every wave. Slow path.
 ///
 /// # Safety
 /// `pool` is a live descriptor in use, with no block handed out.
@@ -193,35 +197,124 @@ pub unsafe fn release_pool(pool: *mut Pool) {
     // SAFETY: descriptors live in their arena's header.
     let a = unsafe { &*arena };
     let first = (ptr::from_ref(pool) as usize - a.pools.as_ptr() as usize) / core::mem::size_of::<Pool>();
+    let run = run_mask(first, pools);
+    let now = decay::now_ms();
     let mut arenas = ARENAS.lock();
     let before = a.free_count();
     arenas.unlink(a, before);
-    a.free_mask.set(a.free_mask.get() | run_mask(first, pools));
-    let after = before + pools;
-    if after == USABLE_POOLS && arenas.empty_arena_count() >= ARENA_SPARES {
-        drop(arenas);
-        // SAFETY: the arena is unlinked and has no pool in use.
-        unsafe { unmap_arena(arena) };
-    } else {
-        arenas.link(arena, after);
+    a.free_mask.set(a.free_mask.get() | run);
+    a.dirty_mask.set(a.dirty_mask.get() | run);
+    a.released_at.set(now);
+    arenas.link(arena, before + pools);
+    decay::note_dirty();
+    let purge_now = decay::purge_inline() && arenas.inline_purge_due <= now;
+    if purge_now {
+        arenas.inline_purge_due = now.saturating_add(decay::settings().purge_delay_ms / 2);
+    }
+    drop(arenas);
+    OS_COUNTERS.dirty_pools_released(pools * POOL_SIZE);
+    if purge_now {
+        purge(now, false);
     }
 }
 
-/// Unmaps every fully empty arena beyond the spares. Returns how many.
-pub fn release_empty_arenas() -> usize {
-    let mut released = 0;
+/// Most arena runs purged per lock hold, so other threads wait for at most
+/// a short pass over the lists.
+const PURGE_BATCH: usize = 32;
+
+/// Returns memory of quiet arenas to the OS: dirty free pools of arenas
+/// whose last release is at least the purge delay old (all of them if
+/// `force`) are purged with `MADV_DONTNEED`; empty arenas beyond
+/// `ARENA_SPARES` are unmapped (spares are purged instead). Returns when the
+/// next arena comes due, if any is still dirty.
+///
+/// The pools being purged are marked in use while the lock is dropped for
+/// the system calls, so no heap can take them meanwhile.
+pub fn purge(now: u64, force: bool) -> Option<u64> {
+    let delay = decay::settings().purge_delay_ms;
+    let mut next_due: Option<u64> = None;
     loop {
+        let mut runs = [(ptr::null_mut::<Arena>(), 0u16); PURGE_BATCH];
+        let mut run_count = 0;
+        let mut doomed = [ptr::null_mut::<Arena>(); PURGE_BATCH];
+        let mut doomed_count = 0;
         let mut arenas = ARENAS.lock();
-        if arenas.empty_arena_count() <= ARENA_SPARES {
-            return released;
+        'walk: for count in (1..=USABLE_POOLS).rev() {
+            let mut arena = arenas.buckets[count];
+            let mut index_in_bucket = 0;
+            while !arena.is_null() {
+                // SAFETY: linked arenas are live headers; the lock is held.
+                let a = unsafe { &*arena };
+                let next = a.next.get();
+                let due_at = a.released_at.get().saturating_add(delay);
+                let due = force || due_at <= now;
+                let spare = count == USABLE_POOLS && index_in_bucket < ARENA_SPARES;
+                index_in_bucket += 1;
+                if !due {
+                    if a.dirty_mask.get() != 0 || (count == USABLE_POOLS && !spare) {
+                        next_due = Some(next_due.map_or(due_at, |d: u64| d.min(due_at)));
+                    }
+                } else if count == USABLE_POOLS && !spare {
+                    if doomed_count == PURGE_BATCH {
+                        break 'walk;
+                    }
+                    arenas.unlink(a, count);
+                    doomed[doomed_count] = arena;
+                    doomed_count += 1;
+                } else if a.dirty_mask.get() != 0 {
+                    if run_count == PURGE_BATCH {
+                        break 'walk;
+                    }
+                    // Reserve the dirty pools: in use while we purge them.
+                    let dirty = a.dirty_mask.replace(0);
+                    arenas.unlink(a, count);
+                    a.free_mask.set(a.free_mask.get() & !dirty);
+                    arenas.link(arena, count - dirty.count_ones() as usize);
+                    runs[run_count] = (arena, dirty);
+                    run_count += 1;
+                }
+                arena = next;
+            }
         }
-        let arena = arenas.buckets[USABLE_POOLS];
-        // SAFETY: a bucket head is a live header.
-        arenas.unlink(unsafe { &*arena }, USABLE_POOLS);
         drop(arenas);
-        // SAFETY: the arena is unlinked and has no pool in use.
-        unsafe { unmap_arena(arena) };
-        released += 1;
+        if run_count == 0 && doomed_count == 0 {
+            return next_due;
+        }
+        let page = os::page_size();
+        for &(arena, mask) in &runs[..run_count] {
+            let mut bits = mask;
+            while bits != 0 {
+                let first = bits.trailing_zeros() as usize;
+                let len = (bits >> first).trailing_ones() as usize;
+                bits &= !run_mask(first, len);
+                // Only whole OS pages can be purged (pools are smaller than
+                // pages only on 64 KiB-page systems).
+                let start = (arena as usize + first * POOL_SIZE).next_multiple_of(page);
+                let end = (arena as usize + (first + len) * POOL_SIZE) / page * page;
+                if end > start {
+                    // SAFETY: the range lies in reserved free pools of a live
+                    // arena: nobody uses it until it is given back below.
+                    unsafe { os::purge(start as *mut u8, end - start) };
+                }
+            }
+            OS_COUNTERS.dirty_pools_purged(mask.count_ones() as usize * POOL_SIZE);
+        }
+        for &arena in &doomed[..doomed_count] {
+            // SAFETY: an unlinked empty arena: no pool of it is in use.
+            let dirty = unsafe { (*arena).dirty_mask.get() };
+            OS_COUNTERS.dirty_pools_purged(dirty.count_ones() as usize * POOL_SIZE);
+            // SAFETY: as above.
+            unsafe { unmap_arena(arena) };
+        }
+        let mut arenas = ARENAS.lock();
+        for &(arena, mask) in &runs[..run_count] {
+            // SAFETY: reserved above, so still a live arena.
+            let a = unsafe { &*arena };
+            let count = a.free_count();
+            arenas.unlink(a, count);
+            a.free_mask.set(a.free_mask.get() | mask);
+            arenas.link(arena, count + mask.count_ones() as usize);
+        }
     }
 }
 
@@ -243,6 +336,8 @@ fn map_arena() -> *mut Arena {
             pools: [const { Pool::unused() }; POOLS_PER_ARENA],
             span_head: [const { Cell::new(0) }; POOLS_PER_ARENA],
             free_mask: Cell::new(ALL_POOLS_FREE),
+            dirty_mask: Cell::new(0),
+            released_at: Cell::new(0),
             prev: Cell::new(ptr::null_mut()),
             next: Cell::new(ptr::null_mut()),
         });

@@ -10,9 +10,16 @@
 //! the page size, and one page above it (the mapping is then placed so that
 //! `base + page` is aligned). Growing a block with alignment up to a page
 //! uses `mremap`, which moves pages, not bytes.
+//!
+//! Freed mappings (up to half the cache size each) go into a small cache
+//! instead of back to the OS, so alloc/free loops of large blocks reuse
+//! them without a system call; a mapping stays there until it is reused,
+//! evicted by newer ones, or purged (unmapped) after the purge delay.
 
+use crate::decay;
 use crate::os;
 use crate::stats::OS_COUNTERS;
+use crate::sync::SpinLock;
 use core::ptr;
 
 #[repr(C)]
@@ -60,8 +67,8 @@ unsafe fn header(block: *mut u8) -> *mut LargeHeader {
 }
 
 /// Maps a block of `size` bytes aligned to `align` (a power of two); null if
-/// the request cannot be met. The memory is zeroed (fresh from the OS).
-pub fn alloc(size: usize, align: usize) -> *mut u8 {
+/// the request cannot be met. With `zeroed` the block reads as zero.
+pub fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     let page = os::page_size();
     let offset = block_offset(align, page);
     let Some(map_size) = map_size_for(size, offset, page) else {
@@ -69,6 +76,22 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     };
     if map_size > isize::MAX as usize {
         return ptr::null_mut();
+    }
+    if align <= page
+        && let Some((base, cached_size)) = CACHE.take(map_size)
+    {
+        // SAFETY: a cached mapping is ours, page-aligned, at least
+        // `map_size` long; `offset < map_size`; `align <= page` keeps the
+        // block aligned.
+        unsafe {
+            let block = (base as *mut u8).add(offset);
+            write_header(block, base, cached_size);
+            if zeroed {
+                ptr::write_bytes(block, 0, size);
+            }
+            OS_COUNTERS.large_cache_hit(cached_size);
+            return block;
+        }
     }
     let base = if align <= page { os::map(map_size) } else { os::map_aligned(map_size, align, offset) };
     if base.is_null() {
@@ -92,19 +115,165 @@ unsafe fn write_header(block: *mut u8, base: usize, map_size: usize) {
     }
 }
 
-/// Unmaps a large block.
+/// Frees a large block: its mapping goes to the cache, or back to the OS.
 ///
 /// # Safety
 /// `block` was returned by [`alloc`] or [`realloc`] and not freed since.
 pub unsafe fn free(block: *mut u8) {
     // SAFETY: forwarded from the caller.
-    unsafe {
+    let (base, map_size) = unsafe {
         let h = header(block);
-        let (base, map_size) = ((*h).base, (*h).map_size);
         (*h).magic = 0;
-        os::unmap(base as *mut u8, map_size);
+        ((*h).base, (*h).map_size)
+    };
+    if CACHE.put(base, map_size) {
+        OS_COUNTERS.large_cached(map_size);
+    } else {
+        // SAFETY: the block's whole mapping, no longer used.
+        unsafe { os::unmap(base as *mut u8, map_size) };
         OS_COUNTERS.large_unmapped(map_size);
     }
+}
+
+/// A freed mapping kept for reuse.
+#[derive(Clone, Copy)]
+struct Cached {
+    base: usize,
+    map_size: usize,
+    freed_at: u64,
+}
+
+const CACHE_SLOTS: usize = 32;
+
+/// The cache of freed mappings. A handful of entries, searched linearly under
+/// a lock taken only by large allocations and frees (each otherwise a system
+/// call pair).
+struct MappingCache {
+    entries: [Cached; CACHE_SLOTS],
+    len: usize,
+    bytes: usize,
+    /// Without a background purger: when a free should purge next.
+    inline_purge_due: u64,
+}
+
+struct Cache(SpinLock<MappingCache>);
+
+static CACHE: Cache = Cache(SpinLock::new(MappingCache {
+    entries: [Cached { base: 0, map_size: 0, freed_at: 0 }; CACHE_SLOTS],
+    len: 0,
+    bytes: 0,
+    inline_purge_due: 0,
+}));
+
+impl Cache {
+    /// The best-fitting cached mapping of at least `map_size` bytes and at
+    /// most a quarter more, taken out of the cache.
+    fn take(&self, map_size: usize) -> Option<(usize, usize)> {
+        let mut cache = self.0.lock();
+        let limit = map_size + map_size / 4;
+        let mut best: Option<usize> = None;
+        for (i, e) in cache.entries[..cache.len].iter().enumerate() {
+            if e.map_size >= map_size
+                && e.map_size <= limit
+                && best.is_none_or(|b| e.map_size < cache.entries[b].map_size)
+            {
+                best = Some(i);
+            }
+        }
+        let i = best?;
+        let taken = cache.entries[i];
+        cache.len -= 1;
+        let last = cache.len;
+        cache.entries[i] = cache.entries[last];
+        cache.bytes -= taken.map_size;
+        Some((taken.base, taken.map_size))
+    }
+
+    /// Keeps a freed mapping; false if it does not fit the cache's budget.
+    /// Older entries are evicted (unmapped) to make room.
+    fn put(&self, base: usize, map_size: usize) -> bool {
+        let budget = decay::settings().large_cache_bytes;
+        if map_size > budget / 2 {
+            return false;
+        }
+        let now = decay::now_ms();
+        let mut evicted = [Cached { base: 0, map_size: 0, freed_at: 0 }; CACHE_SLOTS];
+        let mut evicted_count = 0;
+        let mut cache = self.0.lock();
+        while cache.len == CACHE_SLOTS || cache.bytes + map_size > budget {
+            let oldest = (0..cache.len).min_by_key(|&i| cache.entries[i].freed_at).unwrap_or(0);
+            evicted[evicted_count] = cache.entries[oldest];
+            evicted_count += 1;
+            cache.len -= 1;
+            let last = cache.len;
+            cache.entries[oldest] = cache.entries[last];
+            cache.bytes -= evicted[evicted_count - 1].map_size;
+        }
+        let len = cache.len;
+        cache.entries[len] = Cached { base, map_size, freed_at: now };
+        cache.len += 1;
+        cache.bytes += map_size;
+        decay::note_dirty();
+        let purge_now = decay::purge_inline() && cache.inline_purge_due <= now;
+        if purge_now {
+            cache.inline_purge_due = now.saturating_add(decay::settings().purge_delay_ms / 2);
+        }
+        drop(cache);
+        for e in &evicted[..evicted_count] {
+            // SAFETY: an evicted mapping is ours and unused.
+            unsafe { os::unmap(e.base as *mut u8, e.map_size) };
+            OS_COUNTERS.large_cache_purged(e.map_size);
+        }
+        if purge_now {
+            purge(now, false);
+        }
+        true
+    }
+}
+
+/// Unmaps cached mappings freed at least the purge delay ago (all if
+/// `force`). Returns when the next one comes due, if any remain.
+pub fn purge(now: u64, force: bool) -> Option<u64> {
+    let delay = decay::settings().purge_delay_ms;
+    let mut expired = [Cached { base: 0, map_size: 0, freed_at: 0 }; CACHE_SLOTS];
+    let mut expired_count = 0;
+    let mut next_due: Option<u64> = None;
+    let mut cache = CACHE.0.lock();
+    let mut i = 0;
+    while i < cache.len {
+        let e = cache.entries[i];
+        let due_at = e.freed_at.saturating_add(delay);
+        if force || due_at <= now {
+            expired[expired_count] = e;
+            expired_count += 1;
+            cache.len -= 1;
+            let last = cache.len;
+            cache.entries[i] = cache.entries[last];
+            cache.bytes -= e.map_size;
+        } else {
+            next_due = Some(next_due.map_or(due_at, |d: u64| d.min(due_at)));
+            i += 1;
+        }
+    }
+    drop(cache);
+    for e in &expired[..expired_count] {
+        // SAFETY: an expired mapping is ours and unused.
+        unsafe { os::unmap(e.base as *mut u8, e.map_size) };
+        OS_COUNTERS.large_cache_purged(e.map_size);
+    }
+    next_due
+}
+
+/// Fork support: the cache lock is taken before `fork`, released after.
+pub fn lock_for_fork() {
+    CACHE.0.lock_raw();
+}
+
+/// # Safety
+/// Called after [`lock_for_fork`] in the same thread (or its forked child).
+pub unsafe fn unlock_after_fork() {
+    // SAFETY: forwarded from the caller.
+    unsafe { CACHE.0.unlock_raw() };
 }
 
 /// The bytes usable from `block` to the end of its mapping.
@@ -162,7 +331,7 @@ pub unsafe fn realloc(block: *mut u8, old_size: usize, new_size: usize, align: u
             }
         }
     }
-    let moved = alloc(new_size, align);
+    let moved = alloc(new_size, align, false);
     if !moved.is_null() {
         // SAFETY: both blocks are live and distinct; `old_size < new_size`.
         unsafe {

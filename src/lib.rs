@@ -134,10 +134,12 @@
 
 mod arena;
 pub mod config;
+mod decay;
 mod heap;
 mod large;
 mod os;
 mod pool;
+mod purger;
 pub mod size_class;
 mod stats;
 mod sync;
@@ -171,7 +173,7 @@ fn is_pool_block(size: usize, align: usize) -> bool {
 fn alloc_aligned_or_large(size: usize, align: usize) -> *mut u8 {
     match size_class::class_for(size, align) {
         Some(class) => heap::alloc(class),
-        None => large::alloc(size, align),
+        None => large::alloc(size, align, false),
     }
 }
 
@@ -229,8 +231,8 @@ unsafe impl GlobalAlloc for PoolMalloc {
             }
             p
         } else {
-            // Fresh mappings are zero already.
-            large::alloc(layout.size(), layout.align())
+            // Fresh mappings are zero already; cached ones are cleared.
+            large::alloc(layout.size(), layout.align(), true)
         }
     }
 
@@ -279,14 +281,25 @@ pub unsafe fn usable_size(ptr: *const u8) -> usize {
     }
 }
 
-/// Returns memory to the OS now: takes back pending remote frees for the
-/// calling thread's heap, idle heaps and the shared heap; returns their
-/// unused pools to the arenas; unmaps every fully empty arena beyond one
-/// spare. Costs a walk over those heaps' available pools and one lock per
-/// pool returned; call it after freeing a lot, not in a loop.
+/// Returns memory to the OS now, without waiting for the purge delay (the
+/// analogue of `gc.collect()` or `malloc_trim`):
+/// - takes back blocks other threads freed to the calling thread's heap, to
+///   heaps of exited threads, and to the shared heap, and returns their
+///   unused pools to the arenas (the calling thread's own current pools
+///   included);
+/// - purges every free pool (`MADV_DONTNEED`) and unmaps every empty arena
+///   beyond one spare (whose pages are purged);
+/// - unmaps every cached large mapping.
+///
+/// It costs a walk over those heaps' pools and the arena lists, and one
+/// system call per run of free pools and per mapping; call it after freeing
+/// a lot, not in a loop. Blocks freed to *other live* threads' pools come
+/// back when those threads next need memory, exit, or call `collect`.
 pub fn collect() {
     heap::collect();
-    arena::release_empty_arenas();
+    let now = decay::now_ms();
+    arena::purge(now, true);
+    large::purge(now, true);
 }
 
 /// Checks the calling thread's heap (every pool's accounting and state) and

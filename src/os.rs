@@ -179,3 +179,110 @@ pub fn fatal(message: &str) -> ! {
         libc::abort()
     }
 }
+
+/// Milliseconds on a monotonic clock (the coarse one: a vDSO read, no
+/// syscall; resolution of a few milliseconds is plenty for purge delays).
+pub fn now_ms() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Reads a decimal environment variable without allocating; `None` if unset
+/// or not a number.
+pub fn env_u64(name: &core::ffi::CStr) -> Option<u64> {
+    // SAFETY: `name` is NUL-terminated; getenv returns null or a pointer to
+    // a NUL-terminated string owned by the environment.
+    let value = unsafe { libc::getenv(name.as_ptr()) };
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: as above.
+    let bytes = unsafe { core::ffi::CStr::from_ptr(value) }.to_bytes();
+    if bytes.is_empty() || bytes.len() > 19 {
+        return None;
+    }
+    let mut n = 0u64;
+    for &b in bytes {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(b - b'0');
+    }
+    Some(n)
+}
+
+/// Returns the pages of `[p, p + size)` to the OS, keeping the mapping: they
+/// read as zero when touched again (`MADV_DONTNEED`).
+///
+/// # Safety
+/// The range is page-aligned, mapped, owned by the caller, and holds nothing
+/// the caller needs.
+pub unsafe fn purge(p: *mut u8, size: usize) {
+    // SAFETY: the caller owns the range; DONTNEED on private anonymous
+    // memory only drops its contents.
+    unsafe {
+        libc::madvise(p.cast(), size, libc::MADV_DONTNEED);
+    }
+}
+
+/// Blocks while `word == expected`, at most `timeout_ms` (forever if `None`).
+/// May return early (spuriously or on a wake).
+pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_ms: Option<u64>) {
+    let ts;
+    let ts_ptr = match timeout_ms {
+        Some(ms) => {
+            ts = libc::timespec {
+                tv_sec: (ms / 1000) as libc::time_t,
+                tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+            };
+            &ts as *const libc::timespec
+        }
+        None => ptr::null(),
+    };
+    // SAFETY: `word` is a live aligned u32; the timeout (if any) is a valid
+    // relative timespec.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG, expected, ts_ptr);
+    }
+}
+
+/// Wakes one thread blocked in [`futex_wait`] on `word`.
+pub fn futex_wake(word: &core::sync::atomic::AtomicU32) {
+    // SAFETY: `word` is a live aligned u32.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1);
+    }
+}
+
+/// Sleeps for `ms` milliseconds.
+pub fn sleep_ms(ms: u64) {
+    let ts = libc::timespec { tv_sec: (ms / 1000) as libc::time_t, tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long };
+    // SAFETY: `ts` is valid; an early return on a signal only shortens the
+    // sleep.
+    unsafe {
+        libc::nanosleep(&ts, ptr::null_mut());
+    }
+}
+
+/// Starts a detached thread running `body` with a small stack. The thread is
+/// made by `pthread_create` directly, so nothing allocates through the Rust
+/// global allocator. Returns false if the OS refused.
+pub fn spawn_detached(body: extern "C" fn(*mut c_void) -> *mut c_void) -> bool {
+    const STACK_SIZE: usize = 256 << 10;
+    // SAFETY: the attribute object is initialised before use and destroyed
+    // after; `body` lives for the whole program.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        if libc::pthread_attr_init(&mut attr) != 0 {
+            return false;
+        }
+        libc::pthread_attr_setstacksize(&mut attr, STACK_SIZE);
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        let mut thread: libc::pthread_t = 0;
+        let rc = libc::pthread_create(&mut thread, &attr, body, ptr::null_mut());
+        libc::pthread_attr_destroy(&mut attr);
+        rc == 0
+    }
+}

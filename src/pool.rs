@@ -1,16 +1,28 @@
 //! The pool descriptor and its block free lists. No thread logic lives here:
 //! the heap decides who may call what; this module keeps the counts right.
 //!
+//! # The free-path counter
+//! `used` is not a plain count. It is
+//!
+//! ```text
+//! used == blocks_out + (1 if Active) + (i32::MIN if Full)
+//! ```
+//!
+//! where `blocks_out` counts blocks handed out and not yet back on `free` (a
+//! block freed by another thread stays out until the owner takes it back).
+//! So after a local free, `used <= 0` exactly when the pool needs the slow
+//! path: a Full pool got a free block (negative), or a pool that is not
+//! Active has no block out (zero) and can go back to its arena. The Active
+//! pool never reaches zero, so an alloc/free pair loop stays on the fast
+//! path. One decrement and one branch cover both cases.
+//!
 //! # Invariant
 //! For a pool in use, with `remote` the blocks on its remote list:
 //!
 //! ```text
-//! used + |free| + (capacity - carved) == capacity
-//! |remote| <= used
+//! blocks_out + |free| + (capacity - carved) == capacity
+//! |remote| <= blocks_out
 //! ```
-//!
-//! `used` counts blocks handed out and not yet back on `free`; a block freed
-//! by another thread stays counted in `used` until the owner drains it.
 
 use crate::size_class::{self, Class};
 use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
@@ -37,26 +49,38 @@ pub enum PoolState {
     Full = 3,
 }
 
+impl PoolState {
+    /// What the state adds to the free-path counter.
+    const fn bias(self) -> i32 {
+        match self {
+            PoolState::Active => 1,
+            PoolState::Full => i32::MIN,
+            PoolState::Free | PoolState::Available => 0,
+        }
+    }
+}
+
 /// Blocks carved per refill: about one OS page, so a fresh pool touches
 /// memory a page at a time ("touch nothing before it is needed").
 const CARVE_BYTES: usize = 4096;
 
 /// One pool (or span of pools) descriptor. It lives in the arena header, not
 /// in the pool, so the blocks start on the pool boundary and stay aligned.
-#[repr(C, align(64))]
+/// 128 bytes: the owner's fields fill the first cache line, the fields other
+/// threads write sit in the second, so remote frees do not bounce the line
+/// the owner's fast paths use.
+#[repr(C, align(128))]
 pub struct Pool {
     // Owner-only fields, read and written by the fast paths.
     /// Head of the free list the owner allocates from and frees to.
     pub(crate) free: Cell<*mut Block>,
-    /// Blocks handed out and not yet back on `free`.
-    pub(crate) used: Cell<u32>,
+    /// The free-path counter (see the module docs).
+    pub(crate) used: Cell<i32>,
     /// Blocks carved from the span so far (the rest is untouched memory).
     carved: Cell<u32>,
     /// The owning heap's identity (its address); 0 when free. Read by other
     /// threads to decide whether a free is remote.
     pub(crate) owner: AtomicUsize,
-    /// First block of the span.
-    start: Cell<*mut u8>,
     /// Blocks in the span.
     capacity: Cell<u32>,
     /// The class the pool serves.
@@ -64,8 +88,13 @@ pub struct Pool {
     /// Pools joined in this span.
     span_pools: Cell<u8>,
     state: Cell<PoolState>,
-    /// Link on the owning heap's available list.
+    /// Links on the owning heap's available list for the class.
     pub(crate) next_available: Cell<*mut Pool>,
+    pub(crate) prev_available: Cell<*mut Pool>,
+    /// First block of the span.
+    start: Cell<*mut u8>,
+    /// Pads the owner's fields to one cache line.
+    _line: [u8; 8],
     // Fields other threads write.
     /// Blocks freed by other threads (a Treiber stack: pushes only; the owner
     /// takes the whole list at once, so there is no ABA).
@@ -73,6 +102,9 @@ pub struct Pool {
     /// Link on the owning heap's pending list (pools with remote frees).
     pub(crate) next_pending: AtomicPtr<Pool>,
 }
+
+const _: () = assert!(core::mem::size_of::<Pool>() == 128);
+const _: () = assert!(core::mem::offset_of!(Pool, remote) == 64, "remote fields start the second line");
 
 impl Pool {
     /// A descriptor of no pool: no free block, nothing to carve. The static
@@ -83,23 +115,26 @@ impl Pool {
             used: Cell::new(0),
             carved: Cell::new(0),
             owner: AtomicUsize::new(0),
-            start: Cell::new(ptr::null_mut()),
             capacity: Cell::new(0),
             class: Cell::new(0),
             span_pools: Cell::new(0),
             state: Cell::new(PoolState::Free),
             next_available: Cell::new(ptr::null_mut()),
+            prev_available: Cell::new(ptr::null_mut()),
+            start: Cell::new(ptr::null_mut()),
+            _line: [0; 8],
             remote: AtomicPtr::new(ptr::null_mut()),
             next_pending: AtomicPtr::new(ptr::null_mut()),
         }
     }
 
     /// Prepares a free descriptor to serve `class` from the span at `start`,
-    /// owned by `owner`. Touches none of the span's memory.
+    /// owned by `owner`, as its heap's Active pool. Touches none of the
+    /// span's memory.
     pub fn init(&self, class: Class, start: *mut u8, owner: usize) {
         debug_assert_eq!(self.state.get(), PoolState::Free);
         self.free.set(ptr::null_mut());
-        self.used.set(0);
+        self.used.set(PoolState::Active.bias());
         self.carved.set(0);
         self.start.set(start);
         self.capacity.set(size_class::class_blocks_per_span(class) as u32);
@@ -107,15 +142,16 @@ impl Pool {
         self.span_pools.set(size_class::class_span_pools(class) as u8);
         self.state.set(PoolState::Active);
         self.next_available.set(ptr::null_mut());
+        self.prev_available.set(ptr::null_mut());
         debug_assert!(self.remote.load(Ordering::Relaxed).is_null());
         self.owner.store(owner, Ordering::Relaxed);
     }
 
     /// Marks the descriptor free again (its span goes back to the arena).
     pub fn retire(&self) {
-        debug_assert_eq!(self.used.get(), 0);
+        debug_assert_eq!(self.blocks_out(), 0);
         debug_assert!(self.remote.load(Ordering::Relaxed).is_null());
-        self.state.set(PoolState::Free);
+        self.set_state(PoolState::Free);
         self.free.set(ptr::null_mut());
         self.owner.store(0, Ordering::Relaxed);
     }
@@ -143,16 +179,31 @@ impl Pool {
         self.state.get()
     }
 
-    /// Sets the pool's state (the heap moves pools between its lists).
+    /// Sets the pool's state (the heap moves pools between its lists),
+    /// moving the state's bias in the free-path counter with it.
     #[inline]
     pub fn set_state(&self, state: PoolState) {
-        self.state.set(state);
+        let old = self.state.replace(state);
+        self.used.set(self.used.get().wrapping_sub(old.bias()).wrapping_add(state.bias()));
+    }
+
+    /// Blocks handed out and not yet back on the free list.
+    #[inline]
+    pub fn blocks_out(&self) -> u32 {
+        self.used.get().wrapping_sub(self.state.get().bias()) as u32
     }
 
     /// True if every block is free (none handed out, none pending remotely).
     #[inline]
     pub fn is_unused(&self) -> bool {
-        self.used.get() == 0
+        self.blocks_out() == 0
+    }
+
+    /// True after a free if the pool needs the slow path: a Full pool got a
+    /// free block, or a pool that is not Active became unused.
+    #[inline(always)]
+    pub fn needs_attention(&self) -> bool {
+        self.used.get() <= 0
     }
 
     /// Pops a block from the free list. Owner only.
@@ -166,24 +217,23 @@ impl Pool {
         // SAFETY: blocks on the free list are free blocks of this pool, whose
         // first word is the link.
         self.free.set(unsafe { (*block).next });
-        self.used.set(self.used.get() + 1);
+        self.used.set(self.used.get().wrapping_add(1));
         block.cast()
     }
 
-    /// Pushes a block the owner frees. Returns true if the free list was
-    /// empty before (the pool may need to rejoin its heap's lists).
+    /// Pushes a block the owner frees. Returns true if the pool needs the
+    /// slow path ([`needs_attention`](Self::needs_attention)).
     ///
     /// # Safety
     /// `block` is a block of this pool handed out and not yet freed.
     #[inline(always)]
     pub unsafe fn push_local(&self, block: *mut u8) -> bool {
         let block = block.cast::<Block>();
-        let head = self.free.get();
         // SAFETY: the block is ours to reuse; a block is at least 16 bytes.
-        unsafe { (*block).next = head };
+        unsafe { (*block).next = self.free.get() };
         self.free.set(block);
-        self.used.set(self.used.get() - 1);
-        head.is_null()
+        self.used.set(self.used.get().wrapping_sub(1));
+        self.needs_attention()
     }
 
     /// Carves the next batch of untouched blocks onto the free list. Returns
@@ -254,7 +304,7 @@ impl Pool {
             (*tail).next = self.free.get();
         }
         self.free.set(head);
-        self.used.set(self.used.get() - count as u32);
+        self.used.set(self.used.get().wrapping_sub(count as i32));
         count
     }
 
@@ -298,7 +348,7 @@ impl Pool {
         let capacity = self.capacity.get() as usize;
         let carved = self.carved.get() as usize;
         assert!(carved <= capacity);
-        assert_eq!(self.used.get() as usize + free_count + (capacity - carved), capacity, "pool accounting");
+        assert_eq!(self.blocks_out() as usize + free_count + (capacity - carved), capacity, "pool accounting");
     }
 }
 

@@ -15,6 +15,10 @@ pub(crate) struct OsCounters {
     large_bytes: AtomicUsize,
     large_remaps: AtomicUsize,
     thread_count: AtomicUsize,
+    dirty_pool_bytes: AtomicUsize,
+    large_cache_bytes: AtomicUsize,
+    large_cache_hits: AtomicUsize,
+    purged_bytes: AtomicUsize,
 }
 
 pub(crate) static OS_COUNTERS: OsCounters = OsCounters {
@@ -25,6 +29,10 @@ pub(crate) static OS_COUNTERS: OsCounters = OsCounters {
     large_bytes: AtomicUsize::new(0),
     large_remaps: AtomicUsize::new(0),
     thread_count: AtomicUsize::new(0),
+    dirty_pool_bytes: AtomicUsize::new(0),
+    large_cache_bytes: AtomicUsize::new(0),
+    large_cache_hits: AtomicUsize::new(0),
+    purged_bytes: AtomicUsize::new(0),
 };
 
 impl OsCounters {
@@ -52,6 +60,38 @@ impl OsCounters {
         self.large_bytes.fetch_add(new_bytes, Ordering::Relaxed);
         self.large_bytes.fetch_sub(old_bytes, Ordering::Relaxed);
         self.large_remaps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dirty_pools_released(&self, bytes: usize) {
+        self.dirty_pool_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dirty_pools_reused(&self, bytes: usize) {
+        self.dirty_pool_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dirty_pools_purged(&self, bytes: usize) {
+        self.dirty_pool_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.purged_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// A freed large mapping of `bytes` went into the cache.
+    pub(crate) fn large_cached(&self, bytes: usize) {
+        self.large_unmapped(bytes);
+        self.large_cache_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// A cached mapping of `bytes` served a new large block.
+    pub(crate) fn large_cache_hit(&self, bytes: usize) {
+        self.large_cache_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.large_cache_hits.fetch_add(1, Ordering::Relaxed);
+        self.large_mapped(bytes);
+    }
+
+    /// A cached mapping of `bytes` was unmapped.
+    pub(crate) fn large_cache_purged(&self, bytes: usize) {
+        self.large_cache_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.purged_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub(crate) fn thread_started(&self) {
@@ -86,6 +126,14 @@ pub struct Stats {
     pub large_remaps: usize,
     /// Live thread heaps.
     pub thread_count: usize,
+    /// Free memory held for reuse: free pools not yet purged plus cached
+    /// large mappings. It is returned to the OS after the purge delay.
+    pub cached_bytes: usize,
+    /// Large allocations served from the cache of freed mappings.
+    pub large_cache_hits: usize,
+    /// Bytes returned to the OS by purging or unmapping freed memory, in
+    /// total since the start.
+    pub purged_bytes: usize,
 }
 
 /// Reads the allocator's counters. Never allocates; cheap enough to poll.
@@ -93,8 +141,9 @@ pub fn stats() -> Stats {
     let c = &OS_COUNTERS;
     let arena_count = c.arena_count.load(Ordering::Relaxed);
     let large_bytes = c.large_bytes.load(Ordering::Relaxed);
+    let large_cache_bytes = c.large_cache_bytes.load(Ordering::Relaxed);
     Stats {
-        mapped_bytes: arena_count * ARENA_SIZE + large_bytes,
+        mapped_bytes: arena_count * ARENA_SIZE + large_bytes + large_cache_bytes,
         arena_count,
         arena_peak: c.arena_peak.load(Ordering::Relaxed),
         arenas_reclaimed: c.arenas_reclaimed.load(Ordering::Relaxed),
@@ -102,6 +151,9 @@ pub fn stats() -> Stats {
         large_bytes,
         large_remaps: c.large_remaps.load(Ordering::Relaxed),
         thread_count: c.thread_count.load(Ordering::Relaxed),
+        cached_bytes: c.dirty_pool_bytes.load(Ordering::Relaxed) + large_cache_bytes,
+        large_cache_hits: c.large_cache_hits.load(Ordering::Relaxed),
+        purged_bytes: c.purged_bytes.load(Ordering::Relaxed),
     }
 }
 
@@ -115,9 +167,11 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
-            "large allocations {:>14} ({} bytes, {} remapped)",
-            self.large_count, self.large_bytes, self.large_remaps
+            "large allocations {:>14} ({} bytes, {} remapped, {} from cache)",
+            self.large_count, self.large_bytes, self.large_remaps, self.large_cache_hits
         )?;
+        writeln!(f, "cached bytes      {:>14} (free, kept for reuse)", self.cached_bytes)?;
+        writeln!(f, "purged bytes      {:>14} (returned to the OS so far)", self.purged_bytes)?;
         write!(f, "thread heaps      {:>14}", self.thread_count)
     }
 }

@@ -1,7 +1,7 @@
 //! The atomics and the lock the allocator shares between threads, in one
 //! place so that a model checker can replace them.
 
-pub use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+pub use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::os;
 use core::cell::UnsafeCell;

@@ -54,10 +54,14 @@ fn carve_pop_push_keep_the_invariant() {
                 }
             }
         }
-        assert_eq!(pool.used.get() as usize, capacity / 2);
+        assert_eq!(pool.blocks_out() as usize, capacity / 2);
         assert_eq!(pool.take_remote(), capacity / 2);
         assert!(pool.is_unused());
+        // Active: the bias keeps the counter above zero.
+        assert!(!pool.needs_attention());
         pool.check();
+        pool.set_state(PoolState::Available);
+        assert!(pool.needs_attention());
         pool.retire();
     }
 }
@@ -78,4 +82,30 @@ fn remote_push_reports_the_first_push_only() {
         assert!(pool.free_list_contains(a) && pool.free_list_contains(b));
     }
     assert_eq!(pool.take_remote(), 0);
+}
+
+#[test]
+fn the_counter_flags_full_and_unused_pools() {
+    let mut span = Span::new(1);
+    let pool = Pool::unused();
+    pool.init(0, span.start(), 1);
+    pool.carve();
+    // SAFETY: the free list has blocks; each is freed once.
+    unsafe {
+        let a = pool.pop();
+        let b = pool.pop();
+        // Active: frees never need attention.
+        assert!(!pool.push_local(a));
+        let a = pool.pop();
+        // Full (as if exhausted): the first free needs attention.
+        pool.set_state(PoolState::Full);
+        assert_eq!(pool.blocks_out(), 2);
+        assert!(pool.push_local(a));
+        pool.set_state(PoolState::Available);
+        assert!(!pool.needs_attention());
+        // Available: the last free needs attention (the pool is unused).
+        assert!(pool.push_local(b));
+        assert!(pool.is_unused());
+    }
+    pool.check();
 }

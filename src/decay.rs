@@ -1,0 +1,141 @@
+//! When freed memory goes back to the OS: the settings, the clock, and the
+//! wake-up of the background purger.
+//!
+//! Freed memory is not returned at once (that would make every phase change
+//! pay `madvise` and page faults again). Free pools and cached large mappings
+//! are marked dirty with the time; once they have stayed unused for the purge
+//! delay they are purged (`MADV_DONTNEED`) or unmapped. Who purges:
+//! - the background purger, a thread started the first time memory becomes
+//!   dirty, which sleeps on a futex while nothing is dirty (an idle process
+//!   with nothing to return costs no wake-ups), and otherwise wakes when the
+//!   oldest dirty memory comes due;
+//! - without it (`POOLMALLOC_BACKGROUND_PURGE=0`, or if the thread could not
+//!   start), the arena and large-allocation slow paths, which check the clock
+//!   and purge what is due; an idle process then keeps its memory until its
+//!   next slow path or [`collect`](crate::collect).
+//!
+//! The purger's loop is in [`purger`](crate::purger); this module only knows
+//! its entry point, to start it.
+//!
+//! Settings are read once from the environment with `getenv` (no allocation):
+//! - `POOLMALLOC_PURGE_DELAY_MS` (default 100): how long memory stays unused
+//!   before it is returned;
+//! - `POOLMALLOC_LARGE_CACHE_MB` (default 64): the most bytes of freed large
+//!   mappings kept for reuse (0 disables the cache);
+//! - `POOLMALLOC_BACKGROUND_PURGE` (default 1): 0 disables the purger thread.
+
+use crate::os;
+use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// Default purge delay. mimalloc v2 uses 10 ms, v3 1 s, jemalloc decays over
+/// 10 s; 100 ms returns memory quickly while batching the syscalls of a burst.
+const DEFAULT_PURGE_DELAY_MS: u64 = 100;
+const DEFAULT_LARGE_CACHE_MB: u64 = 64;
+
+/// The settings, read once.
+pub struct Settings {
+    /// Milliseconds memory stays unused before it is purged.
+    pub purge_delay_ms: u64,
+    /// Bytes of freed large mappings the cache may hold.
+    pub large_cache_bytes: usize,
+    /// Whether to run the background purger.
+    pub background: bool,
+}
+
+static PURGE_DELAY_MS: AtomicU64 = AtomicU64::new(u64::MAX);
+static LARGE_CACHE_BYTES: AtomicUsize = AtomicUsize::new(0);
+static BACKGROUND: AtomicU32 = AtomicU32::new(0);
+
+/// The settings (read from the environment on first use).
+pub fn settings() -> Settings {
+    let mut delay = PURGE_DELAY_MS.load(Ordering::Acquire);
+    if delay == u64::MAX {
+        // Racing first readers compute the same values; the last store wins.
+        let cache_mb = os::env_u64(c"POOLMALLOC_LARGE_CACHE_MB").unwrap_or(DEFAULT_LARGE_CACHE_MB);
+        LARGE_CACHE_BYTES.store((cache_mb.min(1 << 20) as usize) << 20, Ordering::Relaxed);
+        let background = os::env_u64(c"POOLMALLOC_BACKGROUND_PURGE").unwrap_or(1) != 0;
+        BACKGROUND.store(u32::from(background), Ordering::Relaxed);
+        delay = os::env_u64(c"POOLMALLOC_PURGE_DELAY_MS").unwrap_or(DEFAULT_PURGE_DELAY_MS).min(u64::MAX / 4);
+        PURGE_DELAY_MS.store(delay, Ordering::Release);
+    }
+    Settings {
+        purge_delay_ms: delay,
+        large_cache_bytes: LARGE_CACHE_BYTES.load(Ordering::Relaxed),
+        background: BACKGROUND.load(Ordering::Relaxed) != 0,
+    }
+}
+
+/// Milliseconds on the monotonic clock.
+pub fn now_ms() -> u64 {
+    os::now_ms()
+}
+
+/// Purger state: 0 = not started, 1 = running or sleeping with a deadline,
+/// 2 = sleeping until woken (nothing dirty), 3 = cannot run (disabled or
+/// failed to start; slow paths purge instead).
+static PURGER: AtomicU32 = AtomicU32::new(0);
+const NOT_STARTED: u32 = 0;
+const RUNNING: u32 = 1;
+const IDLE: u32 = 2;
+const UNAVAILABLE: u32 = 3;
+
+/// Records that some memory became dirty: wakes the purger if it sleeps
+/// without a deadline, and starts it the first time. Cheap when the purger is
+/// already running (one load).
+pub fn note_dirty() {
+    match PURGER.load(Ordering::Acquire) {
+        RUNNING | UNAVAILABLE => {}
+        IDLE => {
+            if PURGER.compare_exchange(IDLE, RUNNING, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                os::futex_wake(&PURGER);
+            }
+        }
+        _ => {
+            if !settings().background {
+                PURGER.store(UNAVAILABLE, Ordering::Release);
+                return;
+            }
+            let won = PURGER.compare_exchange(NOT_STARTED, RUNNING, Ordering::AcqRel, Ordering::Relaxed).is_ok();
+            if won && !os::spawn_detached(crate::purger::thread_main) {
+                PURGER.store(UNAVAILABLE, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// True if slow paths must purge themselves (no background purger).
+pub fn purge_inline() -> bool {
+    PURGER.load(Ordering::Relaxed) == UNAVAILABLE
+}
+
+/// The purger is about to look at everything dirty. Called before its pass:
+/// memory made dirty after this call finds the purger IDLE and wakes it, and
+/// memory made dirty before it is seen by the pass, because both sides take
+/// the same lock (the arena or cache lock) between their store and load.
+pub fn purger_begin_pass() {
+    PURGER.store(IDLE, Ordering::Release);
+}
+
+/// After a pass: sleep until `deadline_ms` if some dirty memory is not yet
+/// due, or until woken by [`note_dirty`] if nothing is dirty.
+pub fn purger_wait(deadline_ms: Option<u64>) {
+    match deadline_ms {
+        Some(deadline) => {
+            PURGER.store(RUNNING, Ordering::Release);
+            let now = now_ms();
+            if deadline > now {
+                os::sleep_ms(deadline - now);
+            }
+        }
+        // Returns at once if a dirtier flipped the state back to RUNNING.
+        None => os::futex_wait(&PURGER, IDLE, None),
+    }
+}
+
+/// In a forked child the purger thread does not exist: start it again on
+/// demand.
+pub fn reset_after_fork() {
+    if PURGER.load(Ordering::Relaxed) != UNAVAILABLE {
+        PURGER.store(NOT_STARTED, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,59 @@
+//! Large blocks: alloc/free loops reuse cached mappings instead of paying an
+//! mmap/munmap pair per iteration; growth uses mremap. Its own binary, so
+//! the mapping counts see nothing else.
+
+mod common;
+use common::Block;
+use poolmalloc::PoolMalloc;
+
+#[global_allocator]
+static A: PoolMalloc = PoolMalloc::new();
+
+fn mapping_count() -> usize {
+    std::fs::read_to_string("/proc/self/maps").unwrap().lines().count()
+}
+
+#[test]
+fn large_loops_reuse_mappings() {
+    for size in [256 << 10, 1 << 20, 8 << 20] {
+        // Warm up: the first block maps, its free fills the cache.
+        drop(Block::new(size, 8, 1));
+        let hits_before = poolmalloc::stats().large_cache_hits;
+        let maps_before = mapping_count();
+        let mut max_maps = maps_before;
+        for i in 0..200u64 {
+            let block = Block::new(size, 8, i);
+            assert!(block.intact());
+            drop(block);
+            if i % 20 == 0 {
+                max_maps = max_maps.max(mapping_count());
+            }
+        }
+        let hits = poolmalloc::stats().large_cache_hits - hits_before;
+        assert_eq!(hits, 200, "size {size}: {hits} of 200 allocations came from the cache");
+        assert!(max_maps <= maps_before + 2, "size {size}: mappings grew from {maps_before} to {max_maps}");
+    }
+}
+
+#[test]
+fn zeroed_large_blocks_from_the_cache_are_zero() {
+    for _ in 0..10 {
+        let mut v = vec![0u8; 3 << 20];
+        assert!(v.iter().all(|&b| b == 0));
+        v.fill(0xAA);
+    }
+}
+
+#[test]
+fn vec_growth_to_256_mib_uses_mremap() {
+    let remaps_before = poolmalloc::stats().large_remaps;
+    let mut v: Vec<u32> = Vec::new();
+    for i in 0..(64u32 << 20) {
+        v.push(i);
+    }
+    assert_eq!(v.len() * 4, 256 << 20);
+    assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32));
+    let remaps = poolmalloc::stats().large_remaps - remaps_before;
+    // Doubling from 32 KiB to 256 MiB: 13 growths, each one an mremap.
+    assert!(remaps >= 12, "only {remaps} growths used mremap");
+}
