@@ -15,9 +15,10 @@ use crate::decay;
 use crate::large;
 use crate::os;
 use crate::pool::{Pool, PoolState};
+use crate::remote::PendingList;
 use crate::size_class::{CLASS_COUNT, Class};
 use crate::stats::OS_COUNTERS;
-use crate::sync::{AtomicBool, AtomicPtr, Ordering, SpinLock};
+use crate::sync::{AtomicBool, Ordering, SpinLock};
 use core::cell::Cell;
 use core::ffi::c_void;
 use core::ptr;
@@ -37,7 +38,7 @@ pub struct Heap {
     idle: AtomicBool,
     /// Pools whose remote list went from empty to non-empty (Treiber stack,
     /// pushed by other threads, taken whole by the owner).
-    pending: CachePadded<AtomicPtr<Pool>>,
+    pending: CachePadded<PendingList>,
 }
 
 // SAFETY: the `Cell` fields are touched only by the heap's owner: its thread,
@@ -65,7 +66,7 @@ impl Heap {
             available: [const { Cell::new(ptr::null_mut()) }; CLASS_COUNT],
             next_idle: Cell::new(ptr::null_mut()),
             idle: AtomicBool::new(false),
-            pending: CachePadded::new(AtomicPtr::new(ptr::null_mut())),
+            pending: CachePadded::new(PendingList::new()),
         }
     }
 
@@ -295,16 +296,7 @@ unsafe fn free_remote(pool: *mut Pool, p: *mut u8) {
     let owner = pool_ref.owner.load(Ordering::Relaxed) as *const Heap;
     // SAFETY: heap records are never freed.
     let owner = unsafe { &*owner };
-    let mut head = owner.pending.load(Ordering::Relaxed);
-    loop {
-        pool_ref.next_pending.store(head, Ordering::Relaxed);
-        // AcqRel: Release publishes the link; Acquire orders the `idle` load
-        // below after a purger's take of this list (see `decay`).
-        match owner.pending.compare_exchange_weak(head, pool, Ordering::AcqRel, Ordering::Relaxed) {
-            Ok(_) => break,
-            Err(actual) => head = actual,
-        }
-    }
+    owner.pending.push(pool_ref);
     if owner.idle.load(Ordering::Relaxed) {
         decay::note_dirty();
     }
@@ -312,18 +304,13 @@ unsafe fn free_remote(pool: *mut Pool, p: *mut u8) {
 
 /// Takes back every block other threads freed to `heap`'s pools.
 fn take_pending(heap: &Heap) {
-    let mut pool = heap.pending.swap(ptr::null_mut(), Ordering::AcqRel);
-    while !pool.is_null() {
+    for pool in heap.pending.take_all() {
         // SAFETY: pools on the pending list are live pools this heap owns.
         let p = unsafe { &*pool };
-        // Read the link before taking the blocks: once the remote list is
-        // empty, a freeing thread may push the pool again.
-        let next = p.next_pending.load(Ordering::Relaxed);
         p.take_remote();
         if p.needs_attention() {
             settle(heap, p);
         }
-        pool = next;
     }
 }
 

@@ -19,7 +19,7 @@
 use crate::decay;
 use crate::os;
 use crate::stats::OS_COUNTERS;
-use crate::sync::SpinLock;
+use crate::sync::{SpinGuard, SpinLock};
 use core::ptr;
 
 #[repr(C)]
@@ -192,22 +192,15 @@ impl Cache {
     /// Keeps a freed mapping; false if it does not fit the cache's budget.
     /// Older entries are evicted (unmapped) to make room.
     fn put(&self, base: usize, map_size: usize) -> bool {
-        let budget = decay::settings().large_cache_bytes;
+        let settings = decay::settings();
+        let budget = settings.large_cache_bytes;
         if map_size > budget / 2 {
             return false;
         }
         let now = decay::now_ms();
-        let mut evicted = [Cached { base: 0, map_size: 0, freed_at: 0 }; CACHE_SLOTS];
-        let mut evicted_count = 0;
         let mut cache = self.0.lock();
         while cache.len == CACHE_SLOTS || cache.bytes + map_size > budget {
-            let oldest = (0..cache.len).min_by_key(|&i| cache.entries[i].freed_at).unwrap_or(0);
-            evicted[evicted_count] = cache.entries[oldest];
-            evicted_count += 1;
-            cache.len -= 1;
-            let last = cache.len;
-            cache.entries[oldest] = cache.entries[last];
-            cache.bytes -= evicted[evicted_count - 1].map_size;
+            cache = evict_oldest(cache);
         }
         let len = cache.len;
         cache.entries[len] = Cached { base, map_size, freed_at: now };
@@ -216,14 +209,9 @@ impl Cache {
         decay::note_dirty();
         let purge_now = decay::purge_inline() && cache.inline_purge_due <= now;
         if purge_now {
-            cache.inline_purge_due = now.saturating_add(decay::settings().purge_delay_ms / 2);
+            cache.inline_purge_due = now.saturating_add(settings.purge_delay_ms / 2);
         }
         drop(cache);
-        for e in &evicted[..evicted_count] {
-            // SAFETY: an evicted mapping is ours and unused.
-            unsafe { os::unmap(e.base as *mut u8, e.map_size) };
-            OS_COUNTERS.large_cache_purged(e.map_size);
-        }
         if purge_now {
             purge(now, false);
         }
@@ -231,12 +219,27 @@ impl Cache {
     }
 }
 
+/// Unmaps the oldest cached mapping (with the lock dropped for the system
+/// call) and returns the lock again.
+#[cold]
+fn evict_oldest(mut cache: SpinGuard<'_, MappingCache>) -> SpinGuard<'_, MappingCache> {
+    let oldest = (0..cache.len).min_by_key(|&i| cache.entries[i].freed_at).unwrap_or(0);
+    let victim = cache.entries[oldest];
+    cache.len -= 1;
+    let last = cache.len;
+    cache.entries[oldest] = cache.entries[last];
+    cache.bytes -= victim.map_size;
+    drop(cache);
+    // SAFETY: an evicted mapping is ours and unused.
+    unsafe { os::unmap(victim.base as *mut u8, victim.map_size) };
+    OS_COUNTERS.large_cache_purged(victim.map_size);
+    CACHE.0.lock()
+}
+
 /// Unmaps cached mappings freed at least the purge delay ago (all if
 /// `force`). Returns when the next one comes due, if any remain.
 pub fn purge(now: u64, force: bool) -> Option<u64> {
     let delay = decay::settings().purge_delay_ms;
-    let mut expired = [Cached { base: 0, map_size: 0, freed_at: 0 }; CACHE_SLOTS];
-    let mut expired_count = 0;
     let mut next_due: Option<u64> = None;
     let mut cache = CACHE.0.lock();
     let mut i = 0;
@@ -244,22 +247,23 @@ pub fn purge(now: u64, force: bool) -> Option<u64> {
         let e = cache.entries[i];
         let due_at = e.freed_at.saturating_add(delay);
         if force || due_at <= now {
-            expired[expired_count] = e;
-            expired_count += 1;
             cache.len -= 1;
             let last = cache.len;
             cache.entries[i] = cache.entries[last];
             cache.bytes -= e.map_size;
+            // Unmap with the lock dropped; the entry is out of the cache.
+            drop(cache);
+            // SAFETY: an expired mapping is ours and unused.
+            unsafe { os::unmap(e.base as *mut u8, e.map_size) };
+            OS_COUNTERS.large_cache_purged(e.map_size);
+            cache = CACHE.0.lock();
+            // Entries may have moved meanwhile: start over (at most 32).
+            i = 0;
+            next_due = None;
         } else {
             next_due = Some(next_due.map_or(due_at, |d: u64| d.min(due_at)));
             i += 1;
         }
-    }
-    drop(cache);
-    for e in &expired[..expired_count] {
-        // SAFETY: an expired mapping is ours and unused.
-        unsafe { os::unmap(e.base as *mut u8, e.map_size) };
-        OS_COUNTERS.large_cache_purged(e.map_size);
     }
     next_due
 }

@@ -140,6 +140,7 @@ mod large;
 mod os;
 mod pool;
 mod purger;
+mod remote;
 pub mod size_class;
 mod stats;
 mod sync;
