@@ -62,38 +62,68 @@
 //! ```text
 //!            acquire (arena lock)
 //!   Free ------------------------> Active --(exhausted)--> Full
-//!    ^                             ^    |                  |
-//!    | sweep (used == 0)    refill |    | no               | a local free finds the free
-//!    |                             |    v                  | list empty, or remote frees
-//!    +------------------------- Available <----------------+ are taken back
+//!    ^                             ^                        |
+//!    | last block back      refill |                        | a block comes back
+//!    | (not Active)                |                        | (local free or remote
+//!    +------------------------- Available <-----------------+  frees taken back)
 //! ```
 //!
 //! - **Active**: `heap.active[class]`; the fast path pops from it.
-//! - **Available**: on `heap.available[class]`, with free blocks.
-//! - **Full**: on no list (pymalloc's full pools). A local free that finds
-//!   the free list empty, or the owner taking back remote frees, moves it to
-//!   Available.
-//! - **Free**: back in its arena. Unused pools (no block handed out) return
-//!   there when the heap is swept: at thread exit and in [`collect`].
+//! - **Available**: on `heap.available[class]` (doubly linked), with free
+//!   blocks.
+//! - **Full**: on no list (pymalloc's full pools).
+//! - **Free**: back in its arena. A pool that is not Active goes back the
+//!   moment its last block comes back (pymalloc's rule); an Active pool goes
+//!   back when its heap is swept (thread exit, [`collect`]).
 //!
-//! A pool keeps `used + |free| + (capacity - carved) == capacity`, where
-//! blocks freed remotely count as used until their owner takes them back.
-//! Blocks are carved lazily, about an OS page at a time, so a fresh pool
-//! touches memory only as it is used.
+//! Both transitions a free can cause hang on one counter. `used` is
+//! `blocks_out + (1 if Active) + (i32::MIN if Full)`, so after a local free
+//! `used <= 0` exactly when the slow path has work: a Full pool got a block
+//! (negative), or a pool that is not Active became unused (zero). The Active
+//! pool's bias keeps a pair loop off the slow path. The pool invariant is
+//! `blocks_out + |free| + (capacity - carved) == capacity`, where blocks
+//! freed remotely count as out until their owner takes them back. Blocks are
+//! carved lazily, about an OS page at a time, so a fresh pool touches memory
+//! only as it is used.
 //!
 //! ## Arenas
 //! One lock guards the arena lists, taken only when a heap needs or returns a
 //! pool. Arenas sit in buckets by their number of free pools; a new pool comes
-//! from the fullest arena with room (pymalloc's ordering), so emptier arenas
-//! drain. An arena whose pools are all free is unmapped, except for one spare.
+//! from the fullest arena with room (pymalloc's ordering, O(1): at most 16
+//! buckets), so emptier arenas drain.
+//!
+//! ## Giving memory back
+//! A pool returned to its arena is *dirty*: its pages stay resident, so a
+//! program that frees and allocates in waves reuses them without faults.
+//! Once an arena has had no pool returned for the purge delay (100 ms by
+//! default), its dirty free pools are purged with `MADV_DONTNEED` and an
+//! empty arena is unmapped, except for one spare (`ARENA_SPARES`), whose
+//! pages are purged instead. Freed large mappings wait in a bounded cache
+//! (64 MiB, 32 entries) for reuse and are unmapped after the same delay.
+//!
+//! Purging runs in a background thread, started by `pthread_create` the first
+//! time memory becomes dirty. It sleeps on a futex while nothing is dirty, so
+//! an idle process with nothing to return costs no wake-ups; otherwise it
+//! wakes when the oldest dirty memory comes due. Each pass also takes back
+//! blocks freed to the heaps of exited threads. Without it
+//! (`POOLMALLOC_BACKGROUND_PURGE=0`), arena and large-allocation slow paths
+//! check the clock and purge what is due. Nothing purges on a fast path.
+//! Settings are read once with `getenv`; see the `decay` module.
+//!
+//! A live thread's heap is touched only by that thread, so two things wait
+//! for it: its Active pools (at most one per class), and blocks other
+//! threads freed to its pools, which it takes back on its next slow path.
+//! [`collect`] does both for the calling thread at once.
 //!
 //! ## Fast paths
 //! Allocation: thread-local heap pointer, `active[class]`, pop its free list.
 //! A thread that never allocated points at a static empty heap whose pools
 //! have no free block, so initialisation hides behind the "pool empty" branch.
-//! Free: find the pool, compare its owner with the thread's heap, push. One
-//! unlikely branch each to a cold slow path. The thread-local is
-//! const-initialised and has no destructor, so reading it is one `mov`.
+//! Free: find the pool, compare its owner with the thread's heap, push,
+//! decrement `used`. One unlikely branch each to a cold slow path. The
+//! thread-local is const-initialised and has no destructor, so reading it is
+//! one `mov`. Measured with callgrind: 16 instructions for alloc, 19 for
+//! free (x86-64).
 //!
 //! ## Remote frees
 //! A block freed by a thread other than its pool's owner goes on the pool's
@@ -101,8 +131,9 @@
 //! the list non-empty also puts the pool on the owner heap's `pending` stack,
 //! so each pool is there at most once. The owner swaps `pending` out whole in
 //! its refill slow path and splices each pool's remote list into its free
-//! list. A block on a remote list still counts as used, so its pool cannot be
+//! list. A block on a remote list still counts as out, so its pool cannot be
 //! retired (and its owner cannot change) while a remote free is under way.
+//! The `remote` module holds this protocol's code.
 //!
 //! ## Threads starting and exiting
 //! Heaps are records in allocator-owned memory, never freed. A thread's first
@@ -111,18 +142,21 @@
 //! exit. That destructor takes back remote frees, returns unused pools to
 //! their arenas and puts the record, with its remaining pools, on the idle
 //! list, where the next new thread adopts it. Other threads may keep freeing
-//! to its pools meanwhile: their pushes land on the record's pending stack.
-//! Allocations made while a thread has no heap (during set-up, or in other
-//! thread-exit destructors after ours) go to a shared heap behind a lock.
+//! to its pools meanwhile: their pushes land on the record's pending stack,
+//! and the purger takes them back. Allocations made while a thread has no
+//! heap (during set-up, or in other thread-exit destructors after ours) go to
+//! a shared heap behind a lock.
 //!
 //! ## Fork
-//! `pthread_atfork` handlers take the shared-heap, idle-list and arena locks
-//! before `fork` and release them on both sides, so a child can allocate
-//! whatever the parent's other threads were doing.
+//! `pthread_atfork` handlers take the shared-heap, idle-list, arena and
+//! large-cache locks before `fork` and release them on both sides, so a child
+//! can allocate whatever the parent's other threads were doing. The purger
+//! thread does not survive a fork; the child starts its own on demand.
 //!
 //! ## Large allocations
-//! Each is one mapping. Growing one (alignment up to a page) uses `mremap`,
-//! so a doubling `Vec` never copies; shrinking unmaps the tail in place.
+//! Each is one mapping, with a header just before the block. Growing one
+//! (alignment up to a page) uses `mremap`, so a doubling `Vec` never copies;
+//! shrinking unmaps the tail in place.
 //!
 //! ## Rules inside the allocator
 //! Nothing allocates, panics, formats or unwinds on an allocation path. A
