@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Whole-program comparison of poolmalloc with glibc, jemalloc and mimalloc.
+#
+#   bash ci/compare.sh [results-file]      (default target/compare/results.txt)
+#
+# Environment:
+#   ROUNDS      rounds over every workload and allocator (default 3)
+#   WORKLOADS   space-separated subset (default: all nine)
+#   SCALE       work multiplier passed to each run (default 1; 0.02 for a smoke test)
+#   RUN_TIMEOUT seconds before one run is killed and recorded as failed (default 600)
+#
+# Builds the four `w_<allocator>` binaries of compare/ in release, runs them
+# interleaved (for each round, each workload: system jemalloc mimalloc
+# poolmalloc) so drift on the machine hits every allocator alike, appends one
+# line per run to the results file, then prints a markdown table of medians
+# (ci/compare_table.py) and writes bar charts of time and peak RSS next to the
+# results (ci/chart.py).
+# At scale 1 one round takes about a minute on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+SCALE=${SCALE:-1}
+WORKLOADS=${WORKLOADS:-"btree hashmap strings workqueue prodcons larson churn vecgrow idle"}
+RUN_TIMEOUT=${RUN_TIMEOUT:-600}
+ALLOCATORS="system jemalloc mimalloc poolmalloc"
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+RESULTS=${1:-$TARGET_DIR/compare/results.txt}
+
+cargo build --release -p poolmalloc-compare --bins
+BIN_DIR=$TARGET_DIR/release
+
+mkdir -p "$(dirname "$RESULTS")"
+STDERR_LOG=$(mktemp)
+trap 'rm -f "$STDERR_LOG"' EXIT
+
+# The machine and the versions measured, as comment lines the parsers skip.
+{
+    echo "# date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "# machine: $(uname -srm), $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+    echo "# rustc: $(rustc --version)"
+    echo "# commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (src modified)')"
+    echo "# rounds=$ROUNDS scale=$SCALE"
+    echo "# workloads: $WORKLOADS"
+} >"$RESULTS"
+
+for round in $(seq 1 "$ROUNDS"); do
+    for workload in $WORKLOADS; do
+        for alloc in $ALLOCATORS; do
+            if line=$(timeout "$RUN_TIMEOUT" "$BIN_DIR/w_$alloc" "$workload" "$SCALE" 2>"$STDERR_LOG"); then
+                line="round=$round $line"
+            else
+                rc=$?
+                # Keep going: one crash should not cost the other results.
+                line="round=$round workload=$workload alloc=$alloc status=failed rc=$rc"
+                echo "FAILED: w_$alloc $workload $SCALE (exit $rc); stderr:" >&2
+                tail -n 20 "$STDERR_LOG" | sed 's/^/    /' >&2
+                tail -n 20 "$STDERR_LOG" | sed 's/^/# stderr: /' >>"$RESULTS"
+            fi
+            echo "$line" | tee -a "$RESULTS"
+        done
+    done
+done
+
+echo
+echo "Results: $RESULTS"
+echo
+python3 ci/compare_table.py "$RESULTS"
+python3 ci/chart.py "$RESULTS" "${RESULTS%.*}.svg"
+python3 ci/chart.py --metric peak_rss_kib "$RESULTS" "${RESULTS%.*}-peak-rss.svg"
