@@ -16,7 +16,7 @@ use crate::decay;
 use crate::os;
 use crate::pool::Pool;
 use crate::size_class::{self, Class};
-use crate::stats::OS_COUNTERS;
+use crate::counters::OS_COUNTERS;
 use crate::sync::{AtomicPtr, AtomicU64, Ordering, SpinLock};
 use core::cell::Cell;
 use core::ptr;
@@ -353,6 +353,37 @@ unsafe fn unmap_arena(arena: *mut Arena) {
     // SAFETY: the caller owns the whole arena.
     unsafe { os::unmap(arena.cast(), ARENA_SIZE) };
     OS_COUNTERS.arena_unmapped();
+}
+
+/// Arena totals counted under the arena lock, for the stats accounting.
+#[cfg(feature = "stats")]
+#[derive(Clone, Copy, Default)]
+pub struct Census {
+    /// Arenas mapped.
+    pub arenas: usize,
+    /// Free pools in them (spare and dirty ones included).
+    pub free_pools: usize,
+    /// Free pools whose pages may still be resident.
+    pub dirty_pools: usize,
+}
+
+/// Counts arenas and their free pools.
+#[cfg(feature = "stats")]
+pub fn census() -> Census {
+    let arenas = ARENAS.lock();
+    let mut census = Census::default();
+    for (count, &head) in arenas.buckets.iter().enumerate() {
+        let mut arena = head;
+        while !arena.is_null() {
+            // SAFETY: linked arenas are live headers; the lock is held.
+            let a = unsafe { &*arena };
+            census.arenas += 1;
+            census.free_pools += count;
+            census.dirty_pools += a.dirty_mask.get().count_ones() as usize;
+            arena = a.next.get();
+        }
+    }
+    census
 }
 
 /// True if `p` lies in a mapped arena (a pool block or an arena header).

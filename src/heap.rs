@@ -11,14 +11,15 @@
 //! remote frees; thread start and exit; the idle-heap list; collect; fork.
 
 use crate::arena;
+use crate::counters::{HeapCounters, Requested};
 use crate::decay;
 use crate::large;
 use crate::os;
 use crate::pool::{Pool, PoolState};
 use crate::remote::PendingList;
 use crate::size_class::{CLASS_COUNT, Class};
-use crate::stats::OS_COUNTERS;
-use crate::sync::{AtomicBool, Ordering, SpinLock};
+use crate::counters::OS_COUNTERS;
+use crate::sync::{AtomicBool, AtomicPtr, Ordering, SpinLock};
 use core::cell::Cell;
 use core::ffi::c_void;
 use core::ptr;
@@ -36,6 +37,10 @@ pub struct Heap {
     /// True while the heap is on the idle list: a remote free to it then
     /// wakes the purger, which takes such blocks back.
     idle: AtomicBool,
+    /// The next heap record ever made (the registry the stats merge walks).
+    next_record: AtomicPtr<Heap>,
+    /// Instrumentation (feature `stats`; empty without it).
+    counters: HeapCounters,
     /// Pools whose remote list went from empty to non-empty (Treiber stack,
     /// pushed by other threads, taken whole by the owner).
     pending: CachePadded<PendingList>,
@@ -66,6 +71,8 @@ impl Heap {
             available: [const { Cell::new(ptr::null_mut()) }; CLASS_COUNT],
             next_idle: Cell::new(ptr::null_mut()),
             idle: AtomicBool::new(false),
+            next_record: AtomicPtr::new(ptr::null_mut()),
+            counters: HeapCounters::new(),
             pending: CachePadded::new(PendingList::new()),
         }
     }
@@ -110,16 +117,18 @@ fn current() -> *const Heap {
 ///
 /// Expected: TLS load, two dependent loads, a test, and the pop (load next,
 /// store head, increment used): about 10 instructions after inlining.
+/// `size` is the requested size, for the instrumentation only.
 #[inline(always)]
-pub fn alloc(class: Class) -> *mut u8 {
+pub fn alloc(class: Class, size: Requested) -> *mut u8 {
     let heap = current();
     // SAFETY: `heap` is EMPTY_HEAP or the thread's live heap; `active` always
     // holds EMPTY_POOL or a pool this heap owns.
     unsafe {
         let pool = (*heap).active.get_unchecked(class).get();
         if (*pool).free.get().is_null() {
-            return alloc_slow(heap, class);
+            return alloc_slow(heap, class, size);
         }
+        (*heap).counters.on_alloc(class, size);
         (*pool).pop()
     }
 }
@@ -131,9 +140,10 @@ pub fn alloc(class: Class) -> *mut u8 {
 /// instructions after inlining.
 ///
 /// # Safety
-/// `p` was returned by [`alloc`] (of any thread) and not freed since.
+/// `p` was returned by [`alloc`] (of any thread) and not freed since; `size`
+/// is its requested size (for the instrumentation only).
 #[inline(always)]
-pub unsafe fn free(p: *mut u8) {
+pub unsafe fn free(p: *mut u8, size: Requested) {
     #[cfg(feature = "checked")]
     check_free(p);
     // SAFETY: `p` is a live pool block (caller), so its arena and pool exist.
@@ -141,8 +151,9 @@ pub unsafe fn free(p: *mut u8) {
         let pool = arena::pool_of(p);
         let heap = current();
         if (*pool).owner.load(Ordering::Relaxed) != (*heap).id() {
-            return free_remote(pool, p);
+            return free_remote(pool, p, size);
         }
+        (*heap).counters.on_local_free((*pool).class(), size);
         if (*pool).push_local(p) {
             settle(&*heap, &*pool);
         }
@@ -163,16 +174,29 @@ pub unsafe fn block_size(p: *const u8) -> usize {
 
 #[cold]
 #[inline(never)]
-fn alloc_slow(heap: *const Heap, class: Class) -> *mut u8 {
+fn alloc_slow(heap: *const Heap, class: Class, size: Requested) -> *mut u8 {
     if ptr::eq(heap, &EMPTY_HEAP) {
         return match start_thread() {
             // SAFETY: a started heap is owned by this thread.
-            Some(heap) => unsafe { refill(&*heap, class) },
-            None => alloc_shared(class),
+            Some(heap) => unsafe { refill(&*heap, class, size) },
+            None => alloc_shared(class, size),
         };
     }
     // SAFETY: a heap other than EMPTY_HEAP in CURRENT is owned by this thread.
-    unsafe { refill(&*heap, class) }
+    unsafe { refill(&*heap, class, size) }
+}
+
+/// [`refill_block`], counted.
+///
+/// # Safety
+/// The caller owns `heap`.
+unsafe fn refill(heap: &Heap, class: Class, size: Requested) -> *mut u8 {
+    // SAFETY: forwarded from the caller.
+    let block = unsafe { refill_block(heap, class) };
+    if !block.is_null() {
+        heap.counters.on_alloc(class, size);
+    }
+    block
 }
 
 /// The refill slow path: finds a block of `class` for `heap` when its active
@@ -182,7 +206,7 @@ fn alloc_slow(heap: *const Heap, class: Class) -> *mut u8 {
 ///
 /// # Safety
 /// The caller owns `heap`.
-unsafe fn refill(heap: &Heap, class: Class) -> *mut u8 {
+unsafe fn refill_block(heap: &Heap, class: Class) -> *mut u8 {
     let slot = &heap.active[class];
     // SAFETY: active pools are EMPTY_POOL (never written: `carve` and the
     // free check fail on it first) or pools this heap owns.
@@ -214,6 +238,7 @@ unsafe fn refill(heap: &Heap, class: Class) -> *mut u8 {
         }
         pool.set_state(PoolState::Active);
         slot.set(candidate);
+        heap.counters.sample_peak(class);
         // SAFETY: the free list is not empty (checked or carved above).
         return unsafe { pool.pop() };
     }
@@ -221,6 +246,7 @@ unsafe fn refill(heap: &Heap, class: Class) -> *mut u8 {
     if fresh.is_null() {
         return ptr::null_mut();
     }
+    heap.counters.on_pool_acquired(class);
     slot.set(fresh);
     // SAFETY: a fresh pool is ours, and a fresh span always carves.
     unsafe {
@@ -241,6 +267,7 @@ fn settle(heap: &Heap, pool: &Pool) {
     }
     if pool.state() == PoolState::Available && pool.is_unused() {
         unlink_available(heap, pool);
+        heap.counters.on_pool_released(pool.class());
         // SAFETY: unused and now off every list.
         unsafe { arena::release_pool(ptr::from_ref(pool).cast_mut()) };
     }
@@ -283,7 +310,14 @@ fn unlink_available(heap: &Heap, pool: &Pool) {
 /// `p` is a live block of `pool`.
 #[cold]
 #[inline(never)]
-unsafe fn free_remote(pool: *mut Pool, p: *mut u8) {
+unsafe fn free_remote(pool: *mut Pool, p: *mut u8, size: Requested) {
+    let heap = current();
+    if ptr::eq(heap, &EMPTY_HEAP) {
+        crate::counters::count_orphan_block_free(size);
+    } else {
+        // SAFETY: a heap in CURRENT other than EMPTY_HEAP is this thread's.
+        unsafe { (*heap).counters.on_remote_free(size) };
+    }
     // SAFETY: forwarded from the caller.
     let pool_ref = unsafe { &*pool };
     // SAFETY: `p` is a live block of this pool.
@@ -307,7 +341,8 @@ fn take_pending(heap: &Heap) {
     for pool in heap.pending.take_all() {
         // SAFETY: pools on the pending list are live pools this heap owns.
         let p = unsafe { &*pool };
-        p.take_remote();
+        let taken = p.take_remote();
+        heap.counters.on_remote_taken(p.class(), taken);
         if p.needs_attention() {
             settle(heap, p);
         }
@@ -322,6 +357,7 @@ fn sweep(heap: &Heap) {
         // SAFETY: active pools are EMPTY_POOL or pools this heap owns.
         if !ptr::eq(active, empty_pool()) && unsafe { (*active).is_unused() } {
             heap.active[class].set(empty_pool());
+            heap.counters.on_pool_released(class);
             // SAFETY: unused and now off every list.
             unsafe { arena::release_pool(active) };
         }
@@ -338,17 +374,48 @@ fn sweep(heap: &Heap) {
     }
 }
 
-fn alloc_shared(class: Class) -> *mut u8 {
+fn alloc_shared(class: Class, size: Requested) -> *mut u8 {
     let _guard = SHARED_LOCK.lock();
     // SAFETY: the lock makes this thread the shared heap's owner.
     unsafe {
         let pool = &*SHARED_HEAP.active[class].get();
         if pool.free.get().is_null() {
-            return refill(&SHARED_HEAP, class);
+            return refill(&SHARED_HEAP, class, size);
         }
+        SHARED_HEAP.counters.on_alloc(class, size);
         pool.pop()
     }
 }
+
+/// A block of the calling thread changed its requested size in place.
+pub fn note_resize(old_size: usize, new_size: usize) {
+    let heap = current();
+    if ptr::eq(heap, &EMPTY_HEAP) {
+        crate::counters::count_orphan_free(old_size);
+        crate::counters::count_orphan_alloc(new_size);
+    } else {
+        // SAFETY: a heap in CURRENT other than EMPTY_HEAP is this thread's.
+        unsafe { (*heap).counters.on_resize(old_size, new_size) };
+    }
+}
+
+/// Calls `visit` with the counters of every heap record ever made (live,
+/// idle, and the shared heap). Lock-free: records are never freed and the
+/// registry only grows.
+#[cfg(feature = "stats")]
+pub fn for_each_counters(mut visit: impl FnMut(&HeapCounters)) {
+    visit(&SHARED_HEAP.counters);
+    let mut heap = ALL_HEAPS.load(Ordering::Acquire);
+    while !heap.is_null() {
+        // SAFETY: registered records live for the whole program.
+        let h = unsafe { &*heap };
+        visit(&h.counters);
+        heap = h.next_record.load(Ordering::Acquire);
+    }
+}
+
+/// The head of the registry of heap records.
+static ALL_HEAPS: AtomicPtr<Heap> = AtomicPtr::new(ptr::null_mut());
 
 // ---------------------------------------------------------------------------
 // Thread start and exit.
@@ -367,6 +434,10 @@ fn start_thread() -> Option<*const Heap> {
     PHASE.with(|p| p.set(PHASE_STARTING));
     if !FORK_HANDLERS.swap(true, Ordering::AcqRel) {
         os::at_fork(fork_prepare, fork_parent, fork_child);
+        if os::env_u64(c"POOLMALLOC_SHOW_STATS") == Some(1) {
+            // The report is the crate's top layer; the hook is only named here.
+            os::at_exit(crate::stats::print_exit_report);
+        }
     }
     let heap = IDLE.acquire();
     if heap.is_null() {
@@ -453,6 +524,10 @@ impl IdleList {
         unsafe {
             idle.chunk_next = idle.chunk_next.add(size);
             heap.write(Heap::new());
+            // Registered under the idle lock, so pushes do not race; Release
+            // publishes the initialised record to lock-free readers.
+            (*heap).next_record.store(ALL_HEAPS.load(Ordering::Relaxed), Ordering::Relaxed);
+            ALL_HEAPS.store(heap, Ordering::Release);
         }
         heap
     }

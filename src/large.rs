@@ -18,7 +18,7 @@
 
 use crate::decay;
 use crate::os;
-use crate::stats::OS_COUNTERS;
+use crate::counters::OS_COUNTERS;
 use crate::sync::{SpinGuard, SpinLock};
 use core::ptr;
 

@@ -165,24 +165,47 @@
 
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+// Under loom most callers of the protocol's helpers are not built.
+#![cfg_attr(all(test, loom), allow(dead_code))]
 
-mod arena;
 pub mod config;
-mod decay;
-mod heap;
-mod large;
-mod os;
 mod pool;
-mod purger;
 mod remote;
 pub mod size_class;
-mod stats;
 mod sync;
 
-pub use stats::{Stats, stats};
+// The loom models (ci/loom.sh: the lib's tests under `--cfg loom`) build only
+// the modules above, the lock-free protocol and what it stands on: loom
+// replaces the atomics in `sync` but cannot model what the rest needs (system
+// calls, statics, thread-locals), so the rest and the allocator API are left
+// out. Loom is a dev-dependency, hence `test`: other builds stay whole.
+#[cfg(not(all(test, loom)))]
+mod arena;
+#[cfg(not(all(test, loom)))]
+mod counters;
+#[cfg(not(all(test, loom)))]
+mod decay;
+#[cfg(not(all(test, loom)))]
+mod heap;
+#[cfg(not(all(test, loom)))]
+mod large;
+#[cfg(not(all(test, loom)))]
+mod os;
+#[cfg(not(all(test, loom)))]
+mod purger;
+#[cfg(not(all(test, loom)))]
+mod stats;
 
+#[cfg(not(all(test, loom)))]
+pub use stats::{Stats, stats};
+#[cfg(all(feature = "stats", not(loom)))]
+pub use stats::ClassStats;
+
+#[cfg(not(all(test, loom)))]
 use config::{MAX_SMALL_SIZE, MIN_ALIGN, POOL_SIZE};
+#[cfg(not(all(test, loom)))]
 use core::alloc::{GlobalAlloc, Layout};
+#[cfg(not(all(test, loom)))]
 use core::ptr;
 
 /// The allocator. Install it with
@@ -198,30 +221,37 @@ impl PoolMalloc {
 }
 
 /// True if a block of this size and alignment lives in a pool.
+#[cfg(not(all(test, loom)))]
 #[inline(always)]
 fn is_pool_block(size: usize, align: usize) -> bool {
     size <= MAX_SMALL_SIZE && align <= POOL_SIZE
 }
 
+#[cfg(not(all(test, loom)))]
 #[cold]
 #[inline(never)]
 fn alloc_aligned_or_large(size: usize, align: usize) -> *mut u8 {
     match size_class::class_for(size, align) {
-        Some(class) => heap::alloc(class),
-        None => large::alloc(size, align, false),
+        Some(class) => heap::alloc(class, counters::Requested::new(size)),
+        None => {
+            counters::count_large_alloc(size);
+            large::alloc(size, align, false)
+        }
     }
 }
 
 /// # Safety
 /// As for `GlobalAlloc::dealloc`.
+#[cfg(not(all(test, loom)))]
 #[cold]
 #[inline(never)]
 unsafe fn dealloc_aligned_or_large(ptr: *mut u8, layout: Layout) {
     if is_pool_block(layout.size(), layout.align()) {
         // SAFETY: the layout says a pool block, and `realloc` keeps the kind
         // of a block in step with its layout.
-        unsafe { heap::free(ptr) }
+        unsafe { heap::free(ptr, counters::Requested::new(layout.size())) }
     } else {
+        counters::count_large_free(layout.size());
         // SAFETY: as above, a large block.
         unsafe { large::free(ptr) }
     }
@@ -229,6 +259,7 @@ unsafe fn dealloc_aligned_or_large(ptr: *mut u8, layout: Layout) {
 
 // SAFETY: blocks are disjoint and live until freed; each meets its layout
 // (classes are checked to fit and align; large mappings are placed aligned).
+#[cfg(not(all(test, loom)))]
 unsafe impl GlobalAlloc for PoolMalloc {
     #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -236,7 +267,7 @@ unsafe impl GlobalAlloc for PoolMalloc {
         if size <= MAX_SMALL_SIZE && layout.align() <= MIN_ALIGN {
             // `size <= MAX_SMALL_SIZE`, so the class exists.
             return match size_class::class_of_size(size) {
-                Some(class) => heap::alloc(class),
+                Some(class) => heap::alloc(class, counters::Requested::new(size)),
                 None => ptr::null_mut(),
             };
         }
@@ -248,7 +279,7 @@ unsafe impl GlobalAlloc for PoolMalloc {
         if layout.size() <= MAX_SMALL_SIZE && layout.align() <= MIN_ALIGN {
             // SAFETY: the layout says a pool block, and `realloc` keeps the
             // kind of a block in step with its layout.
-            unsafe { heap::free(ptr) }
+            unsafe { heap::free(ptr, counters::Requested::new(layout.size())) }
         } else {
             // SAFETY: forwarded from the caller.
             unsafe { dealloc_aligned_or_large(ptr, layout) }
@@ -266,6 +297,7 @@ unsafe impl GlobalAlloc for PoolMalloc {
             }
             p
         } else {
+            counters::count_large_alloc(layout.size());
             // Fresh mappings are zero already; cached ones are cleared.
             large::alloc(layout.size(), layout.align(), true)
         }
@@ -280,11 +312,17 @@ unsafe impl GlobalAlloc for PoolMalloc {
             let block_size = unsafe { heap::block_size(ptr) };
             // In place while it fits, unless it shrinks below half the block.
             if new_size <= block_size && (new_size * 2 > block_size || block_size == MIN_ALIGN) {
+                heap::note_resize(old_size, new_size);
                 return ptr;
             }
         } else if !old_in_pool && !is_pool_block(new_size, align) {
             // SAFETY: a live large block of `old_size` bytes.
-            return unsafe { large::realloc(ptr, old_size, new_size, align) };
+            let moved = unsafe { large::realloc(ptr, old_size, new_size, align) };
+            if !moved.is_null() {
+                counters::count_large_free(old_size);
+                counters::count_large_alloc(new_size);
+            }
+            return moved;
         }
         // SAFETY: the caller guarantees `new_size` rounded up to `align` does
         // not overflow isize, which is all `Layout` requires.
@@ -306,6 +344,7 @@ unsafe impl GlobalAlloc for PoolMalloc {
 ///
 /// # Safety
 /// `ptr` was returned by this allocator and not freed since.
+#[cfg(not(all(test, loom)))]
 pub unsafe fn usable_size(ptr: *const u8) -> usize {
     if arena::contains(ptr) {
         // SAFETY: a live block in an arena is a pool block.
@@ -330,6 +369,7 @@ pub unsafe fn usable_size(ptr: *const u8) -> usize {
 /// system call per run of free pools and per mapping; call it after freeing
 /// a lot, not in a loop. Blocks freed to *other live* threads' pools come
 /// back when those threads next need memory, exit, or call `collect`.
+#[cfg(not(all(test, loom)))]
 pub fn collect() {
     heap::collect();
     let now = decay::now_ms();
@@ -340,7 +380,7 @@ pub fn collect() {
 /// Checks the calling thread's heap (every pool's accounting and state) and
 /// the arena lists, and panics on a broken invariant. For tests and
 /// debugging, with the `debug-invariants` feature. Returns the arena count.
-#[cfg(feature = "debug-invariants")]
+#[cfg(all(feature = "debug-invariants", not(all(test, loom))))]
 pub fn check_invariants() -> usize {
     heap::check_current();
     arena::check()

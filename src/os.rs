@@ -286,3 +286,25 @@ pub fn spawn_detached(body: extern "C" fn(*mut c_void) -> *mut c_void) -> bool {
         rc == 0
     }
 }
+
+/// Writes bytes to stderr (diagnostics; a short write only loses text).
+pub fn write_stderr(bytes: &[u8]) {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        // SAFETY: the buffer is valid for its length.
+        let n = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
+        if n <= 0 {
+            return;
+        }
+        rest = &rest[n as usize..];
+    }
+}
+
+/// Runs `hook` at process exit (`atexit`).
+pub fn at_exit(hook: extern "C" fn()) {
+    // SAFETY: the hook is an `extern "C"` function living for the whole
+    // program; atexit fails only on memory exhaustion (then no report).
+    unsafe {
+        libc::atexit(hook);
+    }
+}

@@ -1,116 +1,25 @@
-//! Process-wide counters kept by the slow paths (mapping, unmapping, thread
-//! start and exit), and the `Stats` snapshot read from them. They cost nothing
-//! on the fast paths, so they exist in every build.
+//! The `Stats` snapshot: read from the process-wide counters in every build,
+//! and with the feature `stats` also merged from every heap's per-class
+//! counters and an arena census; printed as a table and a byte accounting
+//! that adds up to the mapped memory, or as JSON.
 
 use crate::config::ARENA_SIZE;
-use crate::sync::{AtomicUsize, Ordering};
+use crate::counters::OS_COUNTERS;
+#[cfg(feature = "stats")]
+use crate::size_class::CLASS_COUNT;
+use crate::sync::Ordering;
 use core::fmt;
 
-/// OS-level totals, updated with atomic read-modify-writes on slow paths only.
-pub(crate) struct OsCounters {
-    arena_count: AtomicUsize,
-    arena_peak: AtomicUsize,
-    arenas_reclaimed: AtomicUsize,
-    large_count: AtomicUsize,
-    large_bytes: AtomicUsize,
-    large_remaps: AtomicUsize,
-    thread_count: AtomicUsize,
-    dirty_pool_bytes: AtomicUsize,
-    large_cache_bytes: AtomicUsize,
-    large_cache_hits: AtomicUsize,
-    purged_bytes: AtomicUsize,
-}
-
-pub(crate) static OS_COUNTERS: OsCounters = OsCounters {
-    arena_count: AtomicUsize::new(0),
-    arena_peak: AtomicUsize::new(0),
-    arenas_reclaimed: AtomicUsize::new(0),
-    large_count: AtomicUsize::new(0),
-    large_bytes: AtomicUsize::new(0),
-    large_remaps: AtomicUsize::new(0),
-    thread_count: AtomicUsize::new(0),
-    dirty_pool_bytes: AtomicUsize::new(0),
-    large_cache_bytes: AtomicUsize::new(0),
-    large_cache_hits: AtomicUsize::new(0),
-    purged_bytes: AtomicUsize::new(0),
-};
-
-impl OsCounters {
-    pub(crate) fn arena_mapped(&self) {
-        let now = self.arena_count.fetch_add(1, Ordering::Relaxed) + 1;
-        self.arena_peak.fetch_max(now, Ordering::Relaxed);
-    }
-
-    pub(crate) fn arena_unmapped(&self) {
-        self.arena_count.fetch_sub(1, Ordering::Relaxed);
-        self.arenas_reclaimed.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn large_mapped(&self, bytes: usize) {
-        self.large_count.fetch_add(1, Ordering::Relaxed);
-        self.large_bytes.fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    pub(crate) fn large_unmapped(&self, bytes: usize) {
-        self.large_count.fetch_sub(1, Ordering::Relaxed);
-        self.large_bytes.fetch_sub(bytes, Ordering::Relaxed);
-    }
-
-    pub(crate) fn large_remapped(&self, old_bytes: usize, new_bytes: usize) {
-        self.large_bytes.fetch_add(new_bytes, Ordering::Relaxed);
-        self.large_bytes.fetch_sub(old_bytes, Ordering::Relaxed);
-        self.large_remaps.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn dirty_pools_released(&self, bytes: usize) {
-        self.dirty_pool_bytes.fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    pub(crate) fn dirty_pools_reused(&self, bytes: usize) {
-        self.dirty_pool_bytes.fetch_sub(bytes, Ordering::Relaxed);
-    }
-
-    pub(crate) fn dirty_pools_purged(&self, bytes: usize) {
-        self.dirty_pool_bytes.fetch_sub(bytes, Ordering::Relaxed);
-        self.purged_bytes.fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    /// A freed large mapping of `bytes` went into the cache.
-    pub(crate) fn large_cached(&self, bytes: usize) {
-        self.large_unmapped(bytes);
-        self.large_cache_bytes.fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    /// A cached mapping of `bytes` served a new large block.
-    pub(crate) fn large_cache_hit(&self, bytes: usize) {
-        self.large_cache_bytes.fetch_sub(bytes, Ordering::Relaxed);
-        self.large_cache_hits.fetch_add(1, Ordering::Relaxed);
-        self.large_mapped(bytes);
-    }
-
-    /// A cached mapping of `bytes` was unmapped.
-    pub(crate) fn large_cache_purged(&self, bytes: usize) {
-        self.large_cache_bytes.fetch_sub(bytes, Ordering::Relaxed);
-        self.purged_bytes.fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    pub(crate) fn thread_started(&self) {
-        self.thread_count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn thread_exited(&self) {
-        self.thread_count.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A snapshot of the allocator's OS-level state, taken without allocating.
+/// A snapshot of the allocator, taken without allocating.
 ///
-/// The counters are read one by one while other threads run, so a snapshot
-/// taken during heavy mapping activity may mix moments; each field is exact
-/// on its own.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The OS-level fields exist in every build; the per-class table and the byte
+/// accounting need the cargo feature `stats`. Counters are read one by one
+/// while other threads run, so a snapshot taken during heavy activity may
+/// mix moments; taken while the threads that allocate are quiet (or after
+/// they exit, or after each called [`collect`](crate::collect)), it is exact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stats {
-    /// Bytes mapped from the OS for arenas and large allocations.
+    /// Bytes mapped from the OS: arenas, live large blocks, cached mappings.
     pub mapped_bytes: usize,
     /// Arenas mapped now.
     pub arena_count: usize,
@@ -129,20 +38,104 @@ pub struct Stats {
     /// Free memory held for reuse: free pools not yet purged plus cached
     /// large mappings. It is returned to the OS after the purge delay.
     pub cached_bytes: usize,
+    /// Bytes of freed large mappings kept for reuse (part of `cached_bytes`).
+    pub large_cache_bytes: usize,
     /// Large allocations served from the cache of freed mappings.
     pub large_cache_hits: usize,
     /// Bytes returned to the OS by purging or unmapping freed memory, in
     /// total since the start.
     pub purged_bytes: usize,
+    /// Sum of the requested sizes of live blocks, large ones included.
+    #[cfg(feature = "stats")]
+    pub allocated_bytes: u64,
+    /// Live pool blocks times their block size.
+    #[cfg(feature = "stats")]
+    pub in_blocks_bytes: u64,
+    /// Bytes of pools in use plus live large mappings (like jemalloc's
+    /// `stats.active`).
+    #[cfg(feature = "stats")]
+    pub active_bytes: u64,
+    /// Estimated resident memory: one header page per arena, pools in use
+    /// (counted whole, though their uncarved tails may be untouched), free
+    /// pools not yet purged, large mappings live or cached. An upper bound
+    /// of what the allocator holds in RAM.
+    #[cfg(feature = "stats")]
+    pub resident_bytes: u64,
+    /// Free blocks in pools in use, times their block size.
+    #[cfg(feature = "stats")]
+    pub free_block_bytes: u64,
+    /// Free pools in arenas (dirty, purged or spare).
+    #[cfg(feature = "stats")]
+    pub unused_pool_bytes: u64,
+    /// Arena headers (pool 0 of every arena).
+    #[cfg(feature = "stats")]
+    pub header_bytes: u64,
+    /// Tails of pool spans too small for one more block.
+    #[cfg(feature = "stats")]
+    pub quantization_bytes: u64,
+    #[cfg(feature = "stats")]
+    classes: [ClassStats; CLASS_COUNT],
 }
 
-/// Reads the allocator's counters. Never allocates; cheap enough to poll.
+/// One size class, merged over every heap (feature `stats`).
+#[cfg(feature = "stats")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ClassStats {
+    /// Block size of the class.
+    pub block_size: u64,
+    /// Blocks handed out and not yet taken back (a block freed by another
+    /// thread counts until its owner takes it back).
+    pub live_blocks: u64,
+    /// The most blocks each heap had out, summed over heaps (sampled when a
+    /// heap moves to another pool: within a pool's blocks per heap).
+    pub peak_live_blocks: u64,
+    /// Blocks handed out so far.
+    pub allocs: u64,
+    /// Blocks taken back so far.
+    pub frees: u64,
+    /// Pool spans in use for the class.
+    pub pools: u64,
+    /// Free blocks in those pools, uncarved ones included.
+    pub free_blocks: u64,
+}
+
+#[cfg(feature = "stats")]
+impl Stats {
+    /// The per-class table, one entry per class.
+    pub fn classes(&self) -> &[ClassStats] {
+        &self.classes
+    }
+
+    /// The lines of the byte accounting, which add up to `mapped_bytes`
+    /// (pymalloc's identity): `(label, bytes)`.
+    pub fn accounting(&self) -> [(&'static str, u64); 7] {
+        [
+            ("bytes in live blocks", self.in_blocks_bytes),
+            ("bytes in free blocks", self.free_block_bytes),
+            ("unused pools", self.unused_pool_bytes),
+            ("arena headers", self.header_bytes),
+            ("quantization", self.quantization_bytes),
+            ("large allocations", self.large_bytes as u64),
+            ("large mapping cache", self.large_cache_bytes as u64),
+        ]
+    }
+}
+
+/// Reads the allocator's counters. Never allocates. With the feature `stats`
+/// it also walks every heap record and the arena lists (one lock), so it
+/// costs microseconds, not nanoseconds.
 pub fn stats() -> Stats {
     let c = &OS_COUNTERS;
+    #[cfg(feature = "stats")]
+    let census = crate::arena::census();
+    #[cfg(feature = "stats")]
+    let arena_count = census.arenas;
+    #[cfg(not(feature = "stats"))]
     let arena_count = c.arena_count.load(Ordering::Relaxed);
     let large_bytes = c.large_bytes.load(Ordering::Relaxed);
     let large_cache_bytes = c.large_cache_bytes.load(Ordering::Relaxed);
-    Stats {
+    #[cfg_attr(not(feature = "stats"), allow(unused_mut))]
+    let mut stats = Stats {
         mapped_bytes: arena_count * ARENA_SIZE + large_bytes + large_cache_bytes,
         arena_count,
         arena_peak: c.arena_peak.load(Ordering::Relaxed),
@@ -152,13 +145,106 @@ pub fn stats() -> Stats {
         large_remaps: c.large_remaps.load(Ordering::Relaxed),
         thread_count: c.thread_count.load(Ordering::Relaxed),
         cached_bytes: c.dirty_pool_bytes.load(Ordering::Relaxed) + large_cache_bytes,
+        large_cache_bytes,
         large_cache_hits: c.large_cache_hits.load(Ordering::Relaxed),
         purged_bytes: c.purged_bytes.load(Ordering::Relaxed),
+        #[cfg(feature = "stats")]
+        allocated_bytes: 0,
+        #[cfg(feature = "stats")]
+        in_blocks_bytes: 0,
+        #[cfg(feature = "stats")]
+        active_bytes: 0,
+        #[cfg(feature = "stats")]
+        resident_bytes: 0,
+        #[cfg(feature = "stats")]
+        free_block_bytes: 0,
+        #[cfg(feature = "stats")]
+        unused_pool_bytes: 0,
+        #[cfg(feature = "stats")]
+        header_bytes: 0,
+        #[cfg(feature = "stats")]
+        quantization_bytes: 0,
+        #[cfg(feature = "stats")]
+        classes: [ClassStats::default(); CLASS_COUNT],
+    };
+    #[cfg(feature = "stats")]
+    merge_heaps(&mut stats, census);
+    stats
+}
+
+/// Adds every heap's class counters and derives the byte accounting.
+#[cfg(feature = "stats")]
+fn merge_heaps(stats: &mut Stats, census: crate::arena::Census) {
+    use crate::config::{FIRST_POOL, POOL_SIZE};
+    use crate::counters::REQUESTED_ELSEWHERE;
+    use crate::size_class::{class_blocks_per_span, class_size, class_span_pools};
+
+    let mut requested_allocated = REQUESTED_ELSEWHERE.allocated.load(Ordering::Relaxed);
+    let mut requested_freed = REQUESTED_ELSEWHERE.freed.load(Ordering::Relaxed);
+    crate::heap::for_each_counters(|heap| {
+        for (class, merged) in stats.classes.iter_mut().enumerate() {
+            let r = heap.read_class(class);
+            merged.allocs += r.allocs;
+            merged.frees += r.frees;
+            merged.pools = merged.pools.wrapping_add(r.pools);
+            merged.peak_live_blocks += r.peak_live;
+        }
+        let (allocated, freed) = heap.read_requested();
+        requested_allocated = requested_allocated.wrapping_add(allocated);
+        requested_freed = requested_freed.wrapping_add(freed);
+    });
+    let mut pool_bytes_in_use = 0u64;
+    for (class, merged) in stats.classes.iter_mut().enumerate() {
+        let block_size = class_size(class) as u64;
+        let span_bytes = (class_span_pools(class) * POOL_SIZE) as u64;
+        let blocks_per_span = class_blocks_per_span(class) as u64;
+        merged.block_size = block_size;
+        merged.live_blocks = merged.allocs - merged.frees;
+        merged.free_blocks = (merged.pools * blocks_per_span).saturating_sub(merged.live_blocks);
+        stats.in_blocks_bytes += merged.live_blocks * block_size;
+        stats.free_block_bytes += merged.free_blocks * block_size;
+        stats.quantization_bytes += merged.pools * (span_bytes - blocks_per_span * block_size);
+        pool_bytes_in_use += merged.pools * span_bytes;
     }
+    stats.allocated_bytes = requested_allocated.saturating_sub(requested_freed);
+    stats.unused_pool_bytes = (census.free_pools * POOL_SIZE) as u64;
+    stats.header_bytes = (census.arenas * FIRST_POOL * POOL_SIZE) as u64;
+    let large = (stats.large_bytes + stats.large_cache_bytes) as u64;
+    stats.active_bytes = pool_bytes_in_use + stats.large_bytes as u64;
+    stats.resident_bytes = (census.arenas * crate::os::page_size()) as u64
+        + pool_bytes_in_use
+        + (census.dirty_pools * POOL_SIZE) as u64
+        + large;
 }
 
 impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        #[cfg(feature = "stats")]
+        {
+            writeln!(f, "class  block   pools       live       peak       free       allocs        frees")?;
+            for (class, c) in self.classes.iter().enumerate() {
+                if c.allocs == 0 && c.pools == 0 {
+                    continue;
+                }
+                writeln!(
+                    f,
+                    "{class:>5} {:>6} {:>7} {:>10} {:>10} {:>10} {:>12} {:>12}",
+                    c.block_size, c.pools, c.live_blocks, c.peak_live_blocks, c.free_blocks, c.allocs, c.frees
+                )?;
+            }
+            writeln!(f)?;
+            let mut total = 0u64;
+            for (label, bytes) in self.accounting() {
+                writeln!(f, "{label:<22} {bytes:>14}")?;
+                total += bytes;
+            }
+            let check = if total == self.mapped_bytes as u64 { "=" } else { "!=" };
+            writeln!(f, "{:<22} {total:>14} {check} mapped bytes", "total")?;
+            writeln!(f)?;
+            writeln!(f, "allocated bytes   {:>14} (requested, live)", self.allocated_bytes)?;
+            writeln!(f, "active bytes      {:>14}", self.active_bytes)?;
+            writeln!(f, "resident bytes    {:>14} (estimate, upper bound)", self.resident_bytes)?;
+        }
         writeln!(f, "mapped bytes      {:>14}", self.mapped_bytes)?;
         writeln!(
             f,
@@ -174,4 +260,75 @@ impl fmt::Display for Stats {
         writeln!(f, "purged bytes      {:>14} (returned to the OS so far)", self.purged_bytes)?;
         write!(f, "thread heaps      {:>14}", self.thread_count)
     }
+}
+
+impl Stats {
+    /// Writes the snapshot as one JSON object, for tools. Never allocates.
+    pub fn write_json(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        write!(
+            out,
+            "{{\"mapped_bytes\":{},\"arena_count\":{},\"arena_peak\":{},\"arenas_reclaimed\":{},\
+             \"large_count\":{},\"large_bytes\":{},\"large_remaps\":{},\"thread_count\":{},\
+             \"cached_bytes\":{},\"large_cache_bytes\":{},\"large_cache_hits\":{},\"purged_bytes\":{}",
+            self.mapped_bytes,
+            self.arena_count,
+            self.arena_peak,
+            self.arenas_reclaimed,
+            self.large_count,
+            self.large_bytes,
+            self.large_remaps,
+            self.thread_count,
+            self.cached_bytes,
+            self.large_cache_bytes,
+            self.large_cache_hits,
+            self.purged_bytes
+        )?;
+        #[cfg(feature = "stats")]
+        {
+            write!(
+                out,
+                ",\"allocated_bytes\":{},\"in_blocks_bytes\":{},\"active_bytes\":{},\"resident_bytes\":{},\
+                 \"free_block_bytes\":{},\"unused_pool_bytes\":{},\"header_bytes\":{},\"quantization_bytes\":{},\
+                 \"classes\":[",
+                self.allocated_bytes,
+                self.in_blocks_bytes,
+                self.active_bytes,
+                self.resident_bytes,
+                self.free_block_bytes,
+                self.unused_pool_bytes,
+                self.header_bytes,
+                self.quantization_bytes
+            )?;
+            for (class, c) in self.classes.iter().enumerate() {
+                if class > 0 {
+                    out.write_char(',')?;
+                }
+                write!(
+                    out,
+                    "{{\"class\":{class},\"block_size\":{},\"live_blocks\":{},\"peak_live_blocks\":{},\
+                     \"allocs\":{},\"frees\":{},\"pools\":{},\"free_blocks\":{}}}",
+                    c.block_size, c.live_blocks, c.peak_live_blocks, c.allocs, c.frees, c.pools, c.free_blocks
+                )?;
+            }
+            out.write_char(']')?;
+        }
+        out.write_char('}')
+    }
+}
+
+/// Writes formatted text straight to stderr in small pieces: no allocation.
+struct StderrWriter;
+
+impl fmt::Write for StderrWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        crate::os::write_stderr(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// The `atexit` hook for `POOLMALLOC_SHOW_STATS=1`: prints the report to
+/// stderr.
+pub extern "C" fn print_exit_report() {
+    use fmt::Write;
+    let _ = writeln!(StderrWriter, "poolmalloc statistics at exit:\n{}", stats());
 }

@@ -1,0 +1,130 @@
+//! The instrumentation layer (feature `stats`): exact per-class counts,
+//! remote frees counted when their owner takes them back, and a byte
+//! accounting that adds up to the mapped memory. The counters are
+//! process-wide, so this binary has no test harness (whose threads would
+//! allocate during a measurement): `main` runs the cases one after another.
+
+mod common;
+use common::{Block, Rng};
+use poolmalloc::{PoolMalloc, Stats};
+
+#[global_allocator]
+static A: PoolMalloc = PoolMalloc::new();
+
+fn main() {
+    single_thread_counts_are_exact();
+    remote_frees_count_when_the_owner_takes_them_back();
+    the_accounting_balances_after_random_work();
+    println!("stats: 3 cases passed");
+}
+
+fn class_of(stats: &Stats, size: usize) -> usize {
+    stats.classes().iter().position(|c| c.block_size as usize >= size).unwrap()
+}
+
+fn assert_balanced(stats: &Stats) {
+    let total: u64 = stats.accounting().iter().map(|&(_, bytes)| bytes).sum();
+    assert_eq!(total, stats.mapped_bytes as u64, "the accounting does not add up:\n{stats}");
+}
+
+fn single_thread_counts_are_exact() {
+    let before = poolmalloc::stats();
+    let class = class_of(&before, 48);
+    let blocks: Vec<Box<[u8; 48]>> = (0..10_000).map(|i| Box::new([i as u8; 48])).collect();
+    let during = poolmalloc::stats();
+    let (b, d) = (before.classes()[class], during.classes()[class]);
+    assert_eq!(d.live_blocks - b.live_blocks, 10_000);
+    assert_eq!(d.allocs - b.allocs, 10_000);
+    assert_eq!(d.frees, b.frees);
+    assert!(d.pools >= b.pools + 10_000 / 341);
+    assert!(during.allocated_bytes >= before.allocated_bytes + 480_000);
+    assert!(blocks.iter().enumerate().all(|(i, b)| b[0] == i as u8));
+    drop(blocks);
+    let after = poolmalloc::stats();
+    let a = after.classes()[class];
+    assert_eq!(a.live_blocks, b.live_blocks);
+    assert_eq!(a.allocs - b.allocs, 10_000);
+    assert_eq!(a.frees - b.frees, 10_000);
+    assert_balanced(&after);
+}
+
+fn remote_frees_count_when_the_owner_takes_them_back() {
+    let (to_b, at_b) = std::sync::mpsc::channel::<Vec<Box<[u8; 200]>>>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let size_class = class_of(&poolmalloc::stats(), 200);
+    // Thread A allocates and keeps running; thread B frees A's blocks.
+    let a = std::thread::spawn(move || {
+        let before = poolmalloc::stats().classes()[size_class];
+        to_b.send((0..1000).map(|_| Box::new([3u8; 200])).collect()).unwrap();
+        done_rx.recv().unwrap();
+        // B freed them, but A has not taken them back: still live.
+        let pending = poolmalloc::stats().classes()[size_class];
+        assert_eq!(pending.live_blocks - before.live_blocks, 1000);
+        assert_eq!(pending.frees, before.frees);
+        poolmalloc::collect();
+        let taken = poolmalloc::stats().classes()[size_class];
+        assert_eq!(taken.live_blocks, before.live_blocks);
+        assert_eq!(taken.frees - before.frees, 1000);
+        go_rx.recv().unwrap();
+    });
+    let b = std::thread::spawn(move || {
+        let blocks = at_b.recv().unwrap();
+        assert!(blocks.iter().all(|b| b.iter().all(|&x| x == 3)));
+        drop(blocks);
+        done_tx.send(()).unwrap();
+    });
+    b.join().unwrap();
+    go_tx.send(()).unwrap();
+    a.join().unwrap();
+}
+
+fn the_accounting_balances_after_random_work() {
+    // Threads that exit with blocks still out, threads still alive, blocks
+    // freed across threads: after they settle, the identity holds.
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<Block>>();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let alive = std::thread::spawn(move || {
+        let kept: Vec<Block> = (0..3000).map(|i| Block::new(1 + i * 13 % 40_000, 8, i as u64)).collect();
+        stop_rx.recv().unwrap();
+        assert!(kept.iter().all(Block::intact));
+    });
+    let exited: Vec<_> = (0..4u64)
+        .map(|t| {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut rng = Rng(t + 11);
+                let mut live: Vec<Block> = Vec::new();
+                for step in 0..20_000 {
+                    if rng.below(3) == 0 && !live.is_empty() {
+                        let i = rng.below(live.len() as u64) as usize;
+                        live.swap_remove(i);
+                    } else {
+                        live.push(Block::new(1 + rng.below(3000) as usize, 1 << rng.below(6), step));
+                    }
+                }
+                tx.send(live.split_off(live.len() / 2)).unwrap();
+                live
+            })
+        })
+        .collect();
+    drop(tx);
+    let handed: Vec<Vec<Block>> = rx.iter().collect();
+    let kept: Vec<Vec<Block>> = exited.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_balanced(&poolmalloc::stats());
+    drop(handed);
+    poolmalloc::collect();
+    let stats = poolmalloc::stats();
+    assert_balanced(&stats);
+    drop(kept);
+    poolmalloc::collect();
+    assert_balanced(&poolmalloc::stats());
+    stop_tx.send(()).unwrap();
+    alive.join().unwrap();
+    let stats = poolmalloc::stats();
+    assert_balanced(&stats);
+    let mut json = String::new();
+    stats.write_json(&mut json).unwrap();
+    assert!(json.starts_with("{\"mapped_bytes\":") && json.ends_with("]}"));
+    assert_eq!(json.matches("\"class\":").count(), stats.classes().len());
+}
