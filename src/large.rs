@@ -33,6 +33,11 @@ struct LargeHeader {
 }
 
 const HEADER_SIZE: usize = core::mem::size_of::<LargeHeader>();
+
+/// Mappings at least this big ask for transparent huge pages: they are
+/// filled 2 MiB per fault instead of 4 KiB, and big buffers are usually
+/// written whole.
+const HUGE_PAGE_THRESHOLD: usize = 4 << 20;
 const MIN_OFFSET: usize = 64;
 const LARGE_MAGIC: usize = 0x706f_6f6c_6c61_7267;
 
@@ -96,6 +101,10 @@ pub fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     let base = if align <= page { os::map(map_size) } else { os::map_aligned(map_size, align, offset) };
     if base.is_null() {
         return base;
+    }
+    if map_size >= HUGE_PAGE_THRESHOLD {
+        // SAFETY: the fresh mapping is ours and page-aligned.
+        unsafe { os::advise_huge_pages(base, map_size) };
     }
     // SAFETY: `offset < map_size`, inside the fresh mapping.
     let block = unsafe { base.add(offset) };
@@ -166,17 +175,17 @@ static CACHE: Cache = Cache(SpinLock::new(MappingCache {
 }));
 
 impl Cache {
-    /// The best-fitting cached mapping of at least `map_size` bytes and at
-    /// most a quarter more, taken out of the cache.
+    /// A cached mapping for a block needing `map_size` bytes, taken out of
+    /// the cache: the best fit if one is at most a quarter bigger; otherwise
+    /// the smallest bigger one, with its tail unmapped. Reusing the head of a
+    /// bigger mapping (rather than mapping afresh while it sits resident in
+    /// the cache) keeps a program that grows a buffer again and again, such
+    /// as a `Vec` rebuilt in a loop, from holding every old buffer.
     fn take(&self, map_size: usize) -> Option<(usize, usize)> {
         let mut cache = self.0.lock();
-        let limit = map_size + map_size / 4;
         let mut best: Option<usize> = None;
         for (i, e) in cache.entries[..cache.len].iter().enumerate() {
-            if e.map_size >= map_size
-                && e.map_size <= limit
-                && best.is_none_or(|b| e.map_size < cache.entries[b].map_size)
-            {
+            if e.map_size >= map_size && best.is_none_or(|b| e.map_size < cache.entries[b].map_size) {
                 best = Some(i);
             }
         }
@@ -186,7 +195,15 @@ impl Cache {
         let last = cache.len;
         cache.entries[i] = cache.entries[last];
         cache.bytes -= taken.map_size;
-        Some((taken.base, taken.map_size))
+        drop(cache);
+        if taken.map_size - map_size <= map_size / 4 {
+            return Some((taken.base, taken.map_size));
+        }
+        // SAFETY: the tail of a mapping we own, page-aligned (both sizes are
+        // multiples of the page size).
+        unsafe { os::unmap((taken.base + map_size) as *mut u8, taken.map_size - map_size) };
+        OS_COUNTERS.large_cache_purged(taken.map_size - map_size);
+        Some((taken.base, map_size))
     }
 
     /// Keeps a freed mapping; false if it does not fit the cache's budget.
@@ -325,6 +342,10 @@ pub unsafe fn realloc(block: *mut u8, old_size: usize, new_size: usize, align: u
         // SAFETY: the whole mapping is this block's.
         let new_base = unsafe { os::remap(base as *mut u8, map_size, new_map_size) };
         if !new_base.is_null() {
+            if new_map_size >= HUGE_PAGE_THRESHOLD && map_size < HUGE_PAGE_THRESHOLD {
+                // SAFETY: the moved mapping is ours and page-aligned.
+                unsafe { os::advise_huge_pages(new_base, new_map_size) };
+            }
             // SAFETY: the mapping moved intact; `offset` is within it and the
             // page-aligned base keeps `base + offset` aligned to `align`.
             unsafe {
