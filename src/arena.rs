@@ -12,11 +12,11 @@ use crate::config::{
     ADDRESS_BITS, ARENA_MASK, ARENA_SHIFT, ARENA_SIZE, ARENA_SPARES, FIRST_POOL, POOL_SHIFT, POOL_SIZE,
     POOLS_PER_ARENA, USABLE_POOLS,
 };
+use crate::counters::OS_COUNTERS;
 use crate::decay;
 use crate::os;
 use crate::pool::Pool;
 use crate::size_class::{self, Class};
-use crate::counters::OS_COUNTERS;
 use crate::sync::{AtomicPtr, AtomicU64, Ordering, SpinLock};
 use core::cell::Cell;
 use core::ptr;

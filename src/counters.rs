@@ -13,9 +13,9 @@
 //! The process-wide [`OsCounters`] (mappings, threads, purging) are kept by
 //! slow paths in every build: they cost nothing on the fast paths.
 
-use crate::size_class::Class;
 #[cfg(feature = "stats")]
 use crate::size_class::CLASS_COUNT;
+use crate::size_class::Class;
 #[cfg(feature = "stats")]
 use crate::sync::AtomicU64;
 use crate::sync::{AtomicUsize, Ordering};
@@ -311,7 +311,6 @@ impl OsCounters {
         self.thread_count.fetch_sub(1, Ordering::Relaxed);
     }
 }
-
 
 /// Requested bytes of large blocks, and of pool blocks freed or resized by
 /// threads without a heap: updated with read-modify-writes (slow paths

@@ -11,6 +11,7 @@
 //! remote frees; thread start and exit; the idle-heap list; collect; fork.
 
 use crate::arena;
+use crate::counters::OS_COUNTERS;
 use crate::counters::{HeapCounters, Requested};
 use crate::decay;
 use crate::large;
@@ -18,7 +19,6 @@ use crate::os;
 use crate::pool::{Pool, PoolState};
 use crate::remote::PendingList;
 use crate::size_class::{CLASS_COUNT, Class};
-use crate::counters::OS_COUNTERS;
 use crate::sync::{AtomicBool, AtomicPtr, Ordering, SpinLock};
 use core::cell::Cell;
 use core::ffi::c_void;

@@ -16,9 +16,9 @@
 //! them without a system call; a mapping stays there until it is reused,
 //! evicted by newer ones, or purged (unmapped) after the purge delay.
 
+use crate::counters::OS_COUNTERS;
 use crate::decay;
 use crate::os;
-use crate::counters::OS_COUNTERS;
 use crate::sync::{SpinGuard, SpinLock};
 use core::ptr;
 

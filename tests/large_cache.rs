@@ -1,6 +1,8 @@
 //! Large blocks: alloc/free loops reuse cached mappings instead of paying an
 //! mmap/munmap pair per iteration; growth uses mremap. Its own binary, so
-//! the mapping counts see nothing else.
+//! the mapping counts see nothing else, and its tests take turns: the cache
+//! is process-wide, and one test's large allocations would take another's
+//! cached mappings.
 
 mod common;
 use common::Block;
@@ -9,12 +11,15 @@ use poolmalloc::PoolMalloc;
 #[global_allocator]
 static A: PoolMalloc = PoolMalloc::new();
 
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn mapping_count() -> usize {
     std::fs::read_to_string("/proc/self/maps").unwrap().lines().count()
 }
 
 #[test]
 fn large_loops_reuse_mappings() {
+    let _turn = TURN.lock().unwrap();
     for size in [256 << 10, 1 << 20, 8 << 20] {
         // Warm up: the first block maps, its free fills the cache (and starts
         // the purger thread, whose stack is a mapping of its own).
@@ -39,6 +44,7 @@ fn large_loops_reuse_mappings() {
 
 #[test]
 fn zeroed_large_blocks_from_the_cache_are_zero() {
+    let _turn = TURN.lock().unwrap();
     for _ in 0..10 {
         let mut v = vec![0u8; 3 << 20];
         assert!(v.iter().all(|&b| b == 0));
@@ -48,6 +54,7 @@ fn zeroed_large_blocks_from_the_cache_are_zero() {
 
 #[test]
 fn vec_growth_to_256_mib_uses_mremap() {
+    let _turn = TURN.lock().unwrap();
     let remaps_before = poolmalloc::stats().large_remaps;
     let mut v: Vec<u32> = Vec::new();
     for i in 0..(64u32 << 20) {
