@@ -2,7 +2,8 @@
 //! vectors, hands results between threads, and prints what the allocator
 //! holds from the OS at each stage.
 //!
-//! Run with `cargo run --release --example demo`.
+//! Run with `cargo run --release --features stats --example demo` (without
+//! the feature the report has only the OS-level totals).
 
 use poolmalloc::PoolMalloc;
 use std::collections::{BTreeMap, HashMap};
@@ -88,6 +89,7 @@ fn main() {
         big.push(i);
     }
     report("vectors and a 32 MiB Vec", start);
+    println!("\n--- poolmalloc::stats() at the peak ---\n{}\n", poolmalloc::stats());
 
     // Sort and join strings; then drop everything and give memory back.
     let mut words: Vec<&String> = totals.keys().collect();
@@ -104,5 +106,9 @@ fn main() {
     report("after collect()", start);
 
     println!("\n{distinct} distinct words, top: {}; {kept} buffers kept before the drop", top.join(" "));
-    println!("\n{}", poolmalloc::stats());
+    let end = poolmalloc::stats();
+    println!(
+        "at the end: {} arenas mapped, {} bytes mapped, {} bytes returned to the OS so far",
+        end.arena_count, end.mapped_bytes, end.purged_bytes
+    );
 }

@@ -199,11 +199,14 @@ impl HeapCounters {
         // Frees first: a racing owner only makes the reading lag, never
         // show more frees than allocations.
         let frees = c.frees.load(Ordering::Relaxed);
+        let allocs = c.allocs.load(Ordering::Relaxed).max(frees);
         ClassReading {
             frees,
-            allocs: c.allocs.load(Ordering::Relaxed).max(frees),
+            allocs,
             pools: c.pools.load(Ordering::Relaxed),
-            peak_live: c.peak_live.load(Ordering::Relaxed),
+            // The sample is taken on pool changes; the live count now may be
+            // higher.
+            peak_live: c.peak_live.load(Ordering::Relaxed).max(allocs - frees),
         }
     }
 
