@@ -12,9 +12,12 @@ use std::collections::{BTreeMap, HashMap};
 #[global_allocator]
 static GLOBAL: PoolMalloc = PoolMalloc;
 
+/// What the workload keeps: a word index, titles and document bodies.
+type Documents = (BTreeMap<String, Vec<u32>>, HashMap<u64, String>, Vec<Vec<u8>>);
+
 /// An in-memory index of generated documents: strings, maps, vectors of
 /// every size, a few big buffers; part of it is dropped again.
-fn workload() -> (BTreeMap<String, Vec<u32>>, HashMap<u64, String>, Vec<Vec<u8>>) {
+fn workload() -> Documents {
     let mut state = 0x2545_F491_4F6C_DD1Du64;
     let mut next = move || {
         state ^= state << 13;
