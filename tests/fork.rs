@@ -54,7 +54,7 @@ fn fork_while_threads_allocate() {
             })
         })
         .collect();
-    for round in 0..50 {
+    for round in 0..200 {
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
