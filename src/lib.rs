@@ -196,10 +196,10 @@ mod purger;
 #[cfg(not(all(test, loom)))]
 mod stats;
 
-#[cfg(not(all(test, loom)))]
-pub use stats::{Stats, stats};
 #[cfg(all(feature = "stats", not(loom)))]
 pub use stats::ClassStats;
+#[cfg(not(all(test, loom)))]
+pub use stats::{Stats, stats};
 
 #[cfg(not(all(test, loom)))]
 use config::{MAX_SMALL_SIZE, MIN_ALIGN, POOL_SIZE};

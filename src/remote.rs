@@ -27,13 +27,13 @@ pub struct PendingList {
 
 impl PendingList {
     /// An empty list.
-    #[cfg(not(loom))]
+    #[cfg(not(all(test, loom)))]
     pub const fn new() -> Self {
         Self { head: AtomicPtr::new(ptr::null_mut()) }
     }
 
     /// An empty list.
-    #[cfg(loom)]
+    #[cfg(all(test, loom))]
     pub fn new() -> Self {
         Self { head: AtomicPtr::new(ptr::null_mut()) }
     }
@@ -79,3 +79,6 @@ impl Iterator for TakenPools {
         Some(pool)
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_tests;

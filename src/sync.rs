@@ -1,10 +1,21 @@
 //! The atomics and the lock the allocator shares between threads, in one
 //! place so that a model checker can replace them.
 
+#[cfg(not(all(test, loom)))]
 pub use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+// Under loom every atomic is the model checker's, which explores the
+// interleavings and the weak-memory outcomes their orderings allow. Only the
+// modelled modules' atomics are needed there.
+#[cfg(all(test, loom))]
+pub use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
-use crate::os;
 use core::cell::UnsafeCell;
+#[cfg(not(all(test, loom)))]
+use {crate::os::yield_now, core::hint::spin_loop};
+// A loom thread that spins must hand control to the model's scheduler, or
+// the model never ends.
+#[cfg(all(test, loom))]
+use loom::{hint::spin_loop, thread::yield_now};
 
 /// A test-and-test-and-set spin lock for slow paths (arena lists, the idle
 /// heap list, the shared heap). Never taken on a fast path. It backs off with
@@ -20,7 +31,14 @@ unsafe impl<T: Send> Sync for SpinLock<T> {}
 
 impl<T> SpinLock<T> {
     /// An unlocked lock holding `value`.
+    #[cfg(not(all(test, loom)))]
     pub const fn new(value: T) -> Self {
+        Self { locked: AtomicBool::new(false), value: UnsafeCell::new(value) }
+    }
+
+    /// An unlocked lock holding `value` (loom's atomics have no `const fn`).
+    #[cfg(all(test, loom))]
+    pub fn new(value: T) -> Self {
         Self { locked: AtomicBool::new(false), value: UnsafeCell::new(value) }
     }
 
@@ -39,10 +57,10 @@ impl<T> SpinLock<T> {
         loop {
             while self.locked.load(Ordering::Relaxed) {
                 if spins < 64 {
-                    core::hint::spin_loop();
+                    spin_loop();
                     spins += 1;
                 } else {
-                    os::yield_now();
+                    yield_now();
                 }
             }
             if self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {

@@ -1,0 +1,490 @@
+//! Loom models of the crate's lock-free code (run by `ci/loom.sh`).
+//!
+//! - [`remote_frees_come_back_exactly_once`]: the remote-free protocol, real
+//!   [`Pool`]s and [`PendingList`], freers racing the owner's take and reuse.
+//! - [`exited_heap_is_adopted`]: thread exit hands the heap record to an idle
+//!   list while remote frees go on; another thread adopts it.
+//! - [`remote_frees_to_an_exited_heap_wake_the_purger`]: the same, but the
+//!   purger's pass takes the record: no remote free is left behind unless the
+//!   purger is told to run again.
+//! - [`spin_lock_excludes`]: the crate's [`SpinLock`].
+//! - [`purger_wake_up_is_never_lost`]: the purger's sleep/wake handshake.
+//!
+//! `heap.rs` and `decay.rs` need the OS, statics and thread-locals, so loom
+//! cannot build them: the models copy the few lines of them that drive the
+//! real protocol (`free_remote`, `take_pending`, the idle list, the purger
+//! state machine), marked "copy of" below. Keep the copies in step.
+//!
+//! Loom checks only its own atomics and cells: the pool's plain fields and
+//! the blocks' link words are not race-checked. Each block therefore has a
+//! loom cell standing for its contents, written by whoever holds the block,
+//! so a missing happens-before between a free and the block's reuse is
+//! reported as a data race.
+
+use super::PendingList;
+use crate::config::POOL_SIZE;
+use crate::pool::Pool;
+use crate::size_class::{Class, class_blocks_per_span, class_of_size, class_size, class_span_pools};
+use crate::sync::{AtomicBool, AtomicUsize, Ordering, SpinLock};
+use loom::cell::UnsafeCell;
+use loom::sync::atomic::AtomicU32;
+use loom::sync::{Arc, Condvar, Mutex};
+use loom::thread;
+
+/// Blocks of 4 KiB: four to a one-pool span, carved one at a time, so a
+/// handful of blocks fills a pool and reuse comes only from frees.
+const BLOCK_SIZE: usize = 4096;
+const BLOCKS_PER_POOL: usize = 4;
+
+/// The class of `BLOCK_SIZE`, checked to have the shape the models count on.
+fn class() -> Class {
+    let class = class_of_size(BLOCK_SIZE).unwrap();
+    assert_eq!(class_size(class), BLOCK_SIZE);
+    assert_eq!(class_span_pools(class), 1);
+    assert_eq!(class_blocks_per_span(class), BLOCKS_PER_POOL);
+    class
+}
+
+/// Runs `f` under loom, with at most two preemptions unless
+/// `LOOM_MAX_PREEMPTIONS` says otherwise (unbounded takes hours), and prints
+/// how many executions it explored (`--nocapture` shows it).
+fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    let bound = *builder.preemption_bound.get_or_insert(2);
+    let executions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = executions.clone();
+    builder.check(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        f();
+    });
+    let count = executions.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("{name}: {count} executions, at most {bound} preemptions");
+}
+
+// ---------------------------------------------------------------------------
+// The purger's state machine: a copy of decay.rs (`note_dirty`,
+// `purger_begin_pass`, `purger_wait(None)`), the futex replaced by a mutex
+// and condition variable with the futex's semantics.
+
+const RUNNING: u32 = 1;
+const IDLE: u32 = 2;
+
+struct Purger {
+    state: AtomicU32,
+    futex_lock: Mutex<()>,
+    futex: Condvar,
+}
+
+impl Purger {
+    /// Started and awake, as when a pass is due.
+    fn new() -> Self {
+        Self { state: AtomicU32::new(RUNNING), futex_lock: Mutex::new(()), futex: Condvar::new() }
+    }
+
+    /// Copy of `decay::note_dirty` for a started purger.
+    fn note_dirty(&self) {
+        if self.state.load(Ordering::Acquire) == IDLE
+            && self.state.compare_exchange(IDLE, RUNNING, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        {
+            let _futex = self.futex_lock.lock().unwrap();
+            self.futex.notify_all();
+        }
+    }
+
+    /// Copy of `decay::purger_begin_pass`.
+    fn begin_pass(&self) {
+        self.state.store(IDLE, Ordering::Release);
+    }
+
+    /// Copy of `decay::purger_wait(None)`: `futex_wait(&state, IDLE)`, which
+    /// sleeps only if the state is still IDLE, atomically with respect to
+    /// wakes. A lost wake-up leaves the purger asleep: loom reports a deadlock.
+    fn wait_until_woken(&self) {
+        let futex = self.futex_lock.lock().unwrap();
+        if self.state.load(Ordering::SeqCst) == IDLE {
+            drop(self.futex.wait(futex).unwrap());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A heap's pools over a real buffer, and the heap record's shared part.
+
+/// What other threads touch of heap.rs's `Heap` (which loom cannot build):
+/// the pending list and the idle flag; and a cell standing for the owner's
+/// fields (its lists, its pools' `Cell`s), used by every owner-only step, so
+/// loom reports two owners at once (say, a record listed idle too early).
+struct HeapRecord {
+    pending: PendingList,
+    idle: AtomicBool,
+    owned: UnsafeCell<()>,
+}
+
+impl HeapRecord {
+    /// Claims, for one owner-only step, the fields only the owner may use.
+    fn own(&self) {
+        self.owned.with_mut(|_| ());
+    }
+}
+
+/// One heap's pools over a real, pool-aligned buffer.
+struct World {
+    _memory: Vec<u8>,
+    start: usize,
+    pools: Vec<Pool>,
+    heap: HeapRecord,
+    purger: Purger,
+    /// Stands for each block's contents: written by whoever holds the block.
+    contents: Vec<UnsafeCell<usize>>,
+}
+
+// SAFETY: as for heap.rs's `Heap`: a pool's `Cell`s are used only by its
+// owner (one thread at a time, handed over through the idle list or a join);
+// other threads touch only atomics (`remote`, `owner`, `next_pending`, the
+// record) and the blocks they hold.
+unsafe impl Sync for World {}
+// SAFETY: as above; the buffer and pools never move (they are behind an Arc).
+unsafe impl Send for World {}
+
+impl World {
+    /// `pool_count` pools owned by the record, every block handed out to the
+    /// owner (returned as addresses).
+    fn new(pool_count: usize) -> (Arc<World>, Vec<usize>) {
+        let class = class();
+        let mut memory = vec![0u8; (pool_count + 1) * POOL_SIZE];
+        let start = (memory.as_mut_ptr() as usize).next_multiple_of(POOL_SIZE);
+        let world = Arc::new(World {
+            _memory: memory,
+            start,
+            pools: (0..pool_count).map(|_| Pool::unused()).collect(),
+            heap: HeapRecord { pending: PendingList::new(), idle: AtomicBool::new(false), owned: UnsafeCell::new(()) },
+            purger: Purger::new(),
+            contents: (0..pool_count * BLOCKS_PER_POOL).map(|_| UnsafeCell::new(0)).collect(),
+        });
+        let owner = core::ptr::from_ref(&world.heap) as usize;
+        let mut held = Vec::new();
+        for (i, pool) in world.pools.iter().enumerate() {
+            pool.init(class, (start + i * POOL_SIZE) as *mut u8, owner);
+            while pool.carve() {
+                // SAFETY: carve just put a block on the free list.
+                let block = unsafe { pool.pop() } as usize;
+                world.touch(block);
+                held.push(block);
+            }
+        }
+        (world, held)
+    }
+
+    fn block_id(&self, block: usize) -> usize {
+        let id = (block - self.start) / BLOCK_SIZE;
+        assert!(id < self.contents.len() && (block - self.start) % BLOCK_SIZE == 0, "not a block");
+        id
+    }
+
+    fn pool_of(&self, block: usize) -> &Pool {
+        &self.pools[self.block_id(block) / BLOCKS_PER_POOL]
+    }
+
+    fn pool_index(&self, pool: *mut Pool) -> usize {
+        let index = self.pools.iter().position(|p| core::ptr::eq(p, pool));
+        index.expect("a pending pool that is not the heap's")
+    }
+
+    /// Uses a held block: loom reports a race if the block's previous holder
+    /// did not hand it over with a happens-before edge.
+    fn touch(&self, block: usize) {
+        // SAFETY: the caller holds the block, so it is the cell's only user.
+        self.contents[self.block_id(block)].with_mut(|c| unsafe { *c = block });
+    }
+
+    /// Frees a block the calling thread holds but does not own. Copy of
+    /// heap.rs's `free_remote`.
+    fn free_remote(&self, block: usize) {
+        self.touch(block);
+        let pool = self.pool_of(block);
+        // SAFETY: the block was handed out by `pool` and is freed once.
+        if !unsafe { pool.push_remote(block as *mut u8) } {
+            return;
+        }
+        let owner = pool.owner.load(Ordering::Relaxed) as *const HeapRecord;
+        // SAFETY: heap records outlive their pools (here: both in `self`).
+        let owner = unsafe { &*owner };
+        owner.pending.push(pool);
+        if owner.idle.load(Ordering::Relaxed) {
+            self.purger.note_dirty();
+        }
+    }
+
+    /// Takes back the remote frees. Copy of heap.rs's `take_pending` (without
+    /// `settle`, which needs the arenas). Owner only. Checks that no pool was
+    /// on the pending list twice.
+    fn take_pending(&self) {
+        self.heap.own();
+        let mut seen = Vec::new();
+        for pool in self.heap.pending.take_all() {
+            let index = self.pool_index(pool);
+            assert!(!seen.contains(&index), "pool {index} on the pending list twice");
+            seen.push(index);
+            self.pools[index].take_remote();
+        }
+    }
+
+    /// Allocates every free block again, as the owner would. Owner only.
+    fn pop_all(&self, held: &mut Vec<usize>) {
+        self.heap.own();
+        for pool in &self.pools {
+            while !pool.free.get().is_null() {
+                // SAFETY: the free list is not empty.
+                let block = unsafe { pool.pop() } as usize;
+                self.touch(block);
+                held.push(block);
+            }
+        }
+    }
+
+    /// True if some block is on a remote list: freed, not yet taken back.
+    fn has_remote_frees(&self) -> bool {
+        self.pools.iter().any(|p| !p.remote.load(Ordering::Acquire).is_null())
+    }
+
+    /// After every thread is done and the owner took its pending list one
+    /// last time: nothing is left on a remote list, and each block is exactly
+    /// once either held or free, with the pool counters to match.
+    fn check_accounting(&self, held: &[usize]) {
+        assert!(!self.has_remote_frees(), "blocks left on a remote list: a pool missed the pending list");
+        assert!(self.heap.pending.take_all().next().is_none(), "a pool left on the pending list");
+        let mut count = vec![0usize; self.contents.len()];
+        for &block in held {
+            count[self.block_id(block)] += 1;
+        }
+        for (i, pool) in self.pools.iter().enumerate() {
+            let held_here = held.iter().filter(|&&b| self.block_id(b) / BLOCKS_PER_POOL == i).count();
+            assert_eq!(pool.blocks_out() as usize, held_here, "pool {i}: blocks_out is off");
+            let mut block = pool.free.get();
+            let mut walked = 0;
+            while !block.is_null() {
+                walked += 1;
+                assert!(walked <= BLOCKS_PER_POOL, "pool {i}: free list has a cycle");
+                count[self.block_id(block as usize)] += 1;
+                // SAFETY: free-list blocks are free blocks of this pool.
+                block = unsafe { (*block).next };
+            }
+            pool.check();
+        }
+        for (id, &n) in count.iter().enumerate() {
+            assert!(n == 1, "block {id} is {n} times held or free (lost or handed out twice)");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The models.
+
+/// Three threads free blocks of two pools (the owner is the main thread)
+/// while the owner takes its pending list and reuses what came back. Two
+/// pools, so that a pool pushed again while the owner walks the list could
+/// cut the other one off.
+#[test]
+fn remote_frees_come_back_exactly_once() {
+    model("remote_frees_come_back_exactly_once", || {
+        let (world, mut held) = World::new(2);
+        // Blocks 0..3 of each pool go to the freers; the owner keeps block 3.
+        let given = [[held[0], held[4]], [held[1], held[5]], [held[2], held[6]]];
+        held.retain(|b| !given.iter().flatten().any(|g| g == b));
+        let freers: Vec<_> = given
+            .into_iter()
+            .map(|blocks| {
+                let world = world.clone();
+                thread::spawn(move || blocks.into_iter().for_each(|b| world.free_remote(b)))
+            })
+            .collect();
+        world.take_pending();
+        world.pop_all(&mut held);
+        for freer in freers {
+            freer.join().unwrap();
+        }
+        world.take_pending();
+        world.check_accounting(&held);
+    });
+}
+
+/// The idle list of heap records: a copy of heap.rs's `IdleList` (its lock
+/// is the crate's SpinLock) holding at most our one record.
+struct IdleList(SpinLock<bool>);
+
+impl IdleList {
+    /// Copy of `IdleList::release`.
+    fn release(&self, heap: &HeapRecord) {
+        let mut listed = self.0.lock();
+        heap.idle.store(true, Ordering::Relaxed);
+        *listed = true;
+    }
+
+    /// Copy of `IdleList::acquire` when a record is idle; true if the caller
+    /// now owns the record.
+    fn acquire(&self, heap: &HeapRecord) -> bool {
+        let mut listed = self.0.lock();
+        let adopted = core::mem::replace(&mut *listed, false);
+        if adopted {
+            heap.idle.store(false, Ordering::Relaxed);
+        }
+        adopted
+    }
+
+    /// Copy of `IdleList::take_all` (the purger's pass): the caller owns the
+    /// record, which stays marked idle.
+    fn take_all(&self) -> bool {
+        core::mem::replace(&mut *self.0.lock(), false)
+    }
+}
+
+/// The owner (main thread) exits while another thread frees two of its
+/// blocks: it takes its pending list and puts its record on the idle list
+/// (copy of heap.rs's `thread_exit`, without the sweep, which needs the
+/// arenas). A new thread adopts the record if it is idle by then, takes the
+/// pending list and reuses the blocks; the frees may land before, during or
+/// after all that.
+#[test]
+fn exited_heap_is_adopted() {
+    model("exited_heap_is_adopted", || {
+        let (world, mut held) = World::new(2);
+        let idle = Arc::new(IdleList(SpinLock::new(false)));
+        let given = [held[0], held[4]];
+        held.retain(|b| !given.contains(b));
+        let freer = {
+            let world = world.clone();
+            thread::spawn(move || given.into_iter().for_each(|b| world.free_remote(b)))
+        };
+        let adopter = {
+            let (world, idle) = (world.clone(), idle.clone());
+            thread::spawn(move || {
+                // Not yet idle: the thread would cut a new record instead.
+                // (Waiting here would let loom starve the owner forever.)
+                let mut reused = Vec::new();
+                if idle.acquire(&world.heap) {
+                    world.take_pending();
+                    world.pop_all(&mut reused);
+                }
+                reused
+            })
+        };
+        world.take_pending();
+        idle.release(&world.heap);
+        freer.join().unwrap();
+        held.extend(adopter.join().unwrap());
+        // The adopter (or, if it found nothing, the idle list) is done: take
+        // the pending list as the record's next owner.
+        world.take_pending();
+        world.check_accounting(&held);
+    });
+}
+
+/// As above, but no thread adopts the record: the purger's pass takes it
+/// off the idle list, takes its pending list and puts it back. A remote free
+/// that lands after that take is left behind; then the freer must have seen
+/// the record idle and woken the purger, or the owner's exit did (a free
+/// landing between the owner's take and its release sees the record live,
+/// so that exit's `note_dirty` is needed), and the purger runs another pass
+/// instead of sleeping. Checks heap.rs's `idle` flag, read after the pending
+/// push, against the purger's state machine.
+#[test]
+fn remote_frees_to_an_exited_heap_wake_the_purger() {
+    model("remote_frees_to_an_exited_heap_wake_the_purger", || {
+        let (world, mut held) = World::new(2);
+        let idle = Arc::new(IdleList(SpinLock::new(false)));
+        let given = [held[0], held[4]];
+        held.retain(|b| !given.contains(b));
+        let freer = {
+            let world = world.clone();
+            thread::spawn(move || given.into_iter().for_each(|b| world.free_remote(b)))
+        };
+        // One pass of purger.rs's loop, as far as it concerns idle heaps.
+        let purger = {
+            let (world, idle) = (world.clone(), idle.clone());
+            thread::spawn(move || {
+                world.purger.begin_pass();
+                if idle.take_all() {
+                    world.take_pending();
+                    idle.release(&world.heap);
+                }
+            })
+        };
+        // Copy of heap.rs's `thread_exit`.
+        world.take_pending();
+        idle.release(&world.heap);
+        world.purger.note_dirty();
+        freer.join().unwrap();
+        purger.join().unwrap();
+        if world.has_remote_frees() {
+            assert_eq!(world.purger.state.load(Ordering::Acquire), RUNNING, "remote frees stranded, purger asleep");
+        }
+        world.take_pending();
+        world.check_accounting(&held);
+    });
+}
+
+/// Two threads increment a counter under the crate's SpinLock, reading and
+/// writing it in two steps: without mutual exclusion, or without the lock's
+/// Acquire/Release, an increment is lost or two holders meet inside. (With
+/// three, loom's scheduler can let two waiters yield to each other forever.)
+#[test]
+fn spin_lock_excludes() {
+    model("spin_lock_excludes", || {
+        let lock = Arc::new(SpinLock::new(()));
+        let counter = Arc::new(AtomicUsize::new(0));
+        let inside = Arc::new(AtomicUsize::new(0));
+        let increment = {
+            let (lock, counter, inside) = (lock.clone(), counter.clone(), inside.clone());
+            move || {
+                let _guard = lock.lock();
+                assert_eq!(inside.fetch_add(1, Ordering::Relaxed), 0, "two holders");
+                let value = counter.load(Ordering::Relaxed);
+                counter.store(value + 1, Ordering::Relaxed);
+                inside.fetch_sub(1, Ordering::Relaxed);
+            }
+        };
+        let other = thread::spawn(increment.clone());
+        increment();
+        other.join().unwrap();
+        assert_eq!(counter.load(Ordering::Relaxed), 2);
+    });
+}
+
+/// The purger's handshake with threads that make memory dirty (arena.rs and
+/// large.rs: dirty under the arena or cache lock, `note_dirty` under it).
+/// Two dirtiers race the purger, which loops as purger.rs does until its
+/// passes have seen both: if a dirtier's memory is missed by a pass and its
+/// `note_dirty` does not stop the purger's sleep, the purger sleeps forever
+/// and loom reports a deadlock.
+#[test]
+fn purger_wake_up_is_never_lost() {
+    model("purger_wake_up_is_never_lost", || {
+        let purger = Arc::new(Purger::new());
+        // The dirty memory, under the arena lock: how many dirtied it.
+        let dirty = Arc::new(Mutex::new(0usize));
+        let dirtiers: Vec<_> = (0..2)
+            .map(|_| {
+                let (purger, dirty) = (purger.clone(), dirty.clone());
+                thread::spawn(move || {
+                    let mut dirty = dirty.lock().unwrap();
+                    *dirty += 1;
+                    purger.note_dirty();
+                })
+            })
+            .collect();
+        let mut seen = 0;
+        loop {
+            purger.begin_pass();
+            // The pass: purge whatever is dirty (here, due at once).
+            seen += core::mem::take(&mut *dirty.lock().unwrap());
+            if seen == 2 {
+                break;
+            }
+            purger.wait_until_woken();
+        }
+        for dirtier in dirtiers {
+            dirtier.join().unwrap();
+        }
+        assert_eq!(*dirty.lock().unwrap(), 0);
+    });
+}
