@@ -470,7 +470,6 @@ unsafe extern "C" fn thread_exit(value: *mut c_void) {
     sweep(h);
     IDLE.release(heap);
     OS_COUNTERS.thread_exited();
-    decay::note_dirty();
 }
 
 /// Heaps no thread owns: a stack guarded by a lock (slow paths only), and the
@@ -542,9 +541,27 @@ impl IdleList {
         idle.head = heap;
     }
 
-    /// Takes every idle heap off the list (the caller then owns them).
-    fn take_all(&self) -> *mut Heap {
-        core::mem::replace(&mut self.0.lock().head, ptr::null_mut())
+    /// Takes off the list the idle heaps that other threads have freed
+    /// blocks to (the caller then owns them, linked by `next_idle`). The
+    /// others stay for new threads to adopt.
+    fn take_with_pending(&self) -> *mut Heap {
+        let mut idle = self.0.lock();
+        let mut taken: *mut Heap = ptr::null_mut();
+        let mut link: *mut *mut Heap = &mut idle.head;
+        // SAFETY: idle heaps are live records, linked under the lock held.
+        unsafe {
+            while !(*link).is_null() {
+                let heap = *link;
+                if (*heap).pending.is_empty() {
+                    link = (*heap).next_idle.as_ptr();
+                } else {
+                    *link = (*heap).next_idle.get();
+                    (*heap).next_idle.set(taken);
+                    taken = heap;
+                }
+            }
+        }
+        taken
     }
 }
 
@@ -568,10 +585,10 @@ pub fn collect() {
 }
 
 /// Takes back remote frees to the heaps of exited threads and returns their
-/// unused pools. The purger runs this; it owns each heap while it works on
-/// it (a new thread meanwhile gets another heap).
+/// unused pools (their other pools went back when their threads exited).
+/// The purger runs this; it owns each heap while it works on it.
 pub fn collect_idle() {
-    let mut idle = IDLE.take_all();
+    let mut idle = IDLE.take_with_pending();
     while !idle.is_null() {
         // SAFETY: taken off the list, so this thread owns it until released.
         let h = unsafe { &*idle };

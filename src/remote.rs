@@ -53,6 +53,11 @@ impl PendingList {
         }
     }
 
+    /// True if no pool is on the list (a racy hint for any thread).
+    pub fn is_empty(&self) -> bool {
+        self.head.load(Ordering::Relaxed).is_null()
+    }
+
     /// Takes every pool off the list. Owner only.
     pub fn take_all(&self) -> TakenPools {
         TakenPools { next: self.head.swap(ptr::null_mut(), Ordering::AcqRel) }
