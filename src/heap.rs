@@ -200,9 +200,10 @@ unsafe fn refill(heap: &Heap, class: Class, size: Requested) -> *mut u8 {
 }
 
 /// The refill slow path: finds a block of `class` for `heap` when its active
-/// pool's free list is empty. In order: carve more of the active pool, take
-/// back remote frees, switch to an available pool, take a fresh pool from the
-/// arenas. Null if the OS has no memory.
+/// pool's allocation list is empty. In order: the blocks this thread freed
+/// to the active pool (cache-hot), more carved from it, blocks other threads
+/// freed, an available pool, a fresh pool from the arenas. Null if the OS
+/// has no memory.
 ///
 /// # Safety
 /// The caller owns `heap`.
@@ -211,13 +212,13 @@ unsafe fn refill_block(heap: &Heap, class: Class) -> *mut u8 {
     // SAFETY: active pools are EMPTY_POOL (never written: `carve` and the
     // free check fail on it first) or pools this heap owns.
     let active = unsafe { &*slot.get() };
-    if active.carve() {
-        // SAFETY: carve put blocks on the free list.
+    if active.take_local() || active.carve() {
+        // SAFETY: either call put blocks on the free list.
         return unsafe { active.pop() };
     }
     take_pending(heap);
-    if !active.free.get().is_null() {
-        // SAFETY: the free list is not empty.
+    if active.take_local() {
+        // SAFETY: remote frees taken back put blocks on the free list.
         return unsafe { active.pop() };
     }
     if !ptr::eq(active, empty_pool()) {
@@ -232,7 +233,7 @@ unsafe fn refill_block(heap: &Heap, class: Class) -> *mut u8 {
         // SAFETY: available pools are live pools this heap owns.
         let pool = unsafe { &*candidate };
         unlink_available(heap, pool);
-        if pool.free.get().is_null() && !pool.carve() {
+        if !pool.take_local() && !pool.carve() {
             pool.set_state(PoolState::Full);
             continue;
         }

@@ -1,26 +1,39 @@
 //! The pool descriptor and its block free lists. No thread logic lives here:
 //! the heap decides who may call what; this module keeps the counts right.
 //!
+//! # Two free lists
+//! The owner allocates from `free` and frees to `local_free` (mimalloc's
+//! sharding). In an alloc/free loop the two ends then never wait on each
+//! other's stores: the pop reads a head the previous pop wrote, the push one
+//! the previous push wrote. When `free` runs dry the refill path moves
+//! `local_free` over, which also brings recently freed, cache-hot blocks
+//! back first. Blocks other threads free arrive on `remote` and are moved to
+//! `local_free` by the owner.
+//!
 //! # The free-path counter
 //! `used` is not a plain count. It is
 //!
 //! ```text
-//! used == blocks_out + (1 if Active) + (i32::MIN if Full)
+//! used == blocks_out + |free| + (1 if Active) + (i32::MIN if Full)
 //! ```
 //!
-//! where `blocks_out` counts blocks handed out and not yet back on `free` (a
-//! block freed by another thread stays out until the owner takes it back).
-//! So after a local free, `used <= 0` exactly when the pool needs the slow
-//! path: a Full pool got a free block (negative), or a pool that is not
-//! Active has no block out (zero) and can go back to its arena. The Active
-//! pool never reaches zero, so an alloc/free pair loop stays on the fast
-//! path. One decrement and one branch cover both cases.
+//! where `blocks_out` counts blocks handed out and not yet back on a local
+//! list (a block freed by another thread stays out until the owner takes it
+//! back). Counting the whole `free` list in advance means a pop changes
+//! nothing: the counter moves only when a list is installed (carve, or
+//! `local_free` moved over) and on frees. Only the Active pool has a
+//! non-empty `free` list, so for every other pool `used` is `blocks_out`
+//! plus the state's bias, and after a local free `used <= 0` exactly when
+//! the pool needs the slow path: a Full pool got a free block (negative), or
+//! a pool that is not Active has no block out (zero). The Active pool never
+//! reaches zero, so an alloc/free pair loop stays on the fast path. One
+//! decrement and one branch cover both cases.
 //!
 //! # Invariant
 //! For a pool in use, with `remote` the blocks on its remote list:
 //!
 //! ```text
-//! blocks_out + |free| + (capacity - carved) == capacity
+//! blocks_out + |free| + |local_free| + (capacity - carved) == capacity
 //! |remote| <= blocks_out
 //! ```
 
@@ -71,18 +84,24 @@ const CARVE_BYTES: usize = 4096;
 /// the owner's fast paths use.
 #[repr(C, align(128))]
 pub struct Pool {
-    // Owner-only fields, read and written by the fast paths.
-    /// Head of the free list the owner allocates from and frees to.
+    // Owner-only fields, read and written by the fast paths (the first cache
+    // line, packed to fit).
+    /// Head of the list the owner allocates from.
     pub(crate) free: Cell<*mut Block>,
     /// The free-path counter (see the module docs).
     pub(crate) used: Cell<i32>,
-    /// Blocks carved from the span so far (the rest is untouched memory).
-    carved: Cell<u32>,
+    /// `used + |local_free|`: the value `used` takes when `local_free` moves
+    /// to the (empty) allocation list, so the move needs no walk. Frees and
+    /// remote blocks taken back leave it alone; carving and state changes
+    /// move it with `used`.
+    local_mark: Cell<i32>,
     /// The owning heap's identity (its address); 0 when free. Read by other
     /// threads to decide whether a free is remote.
     pub(crate) owner: AtomicUsize,
+    /// Blocks carved from the span so far (the rest is untouched memory).
+    carved: Cell<u16>,
     /// Blocks in the span.
-    capacity: Cell<u32>,
+    capacity: Cell<u16>,
     /// The class the pool serves.
     class: Cell<u8>,
     /// Pools joined in this span.
@@ -93,8 +112,8 @@ pub struct Pool {
     pub(crate) prev_available: Cell<*mut Pool>,
     /// First block of the span.
     start: Cell<*mut u8>,
-    /// Pads the owner's fields to one cache line.
-    _line: [u8; 8],
+    /// Blocks the owner freed, waiting to be moved to `free`.
+    pub(crate) local_free: Cell<*mut Block>,
     // Fields other threads write.
     /// Blocks freed by other threads (a Treiber stack: pushes only; the owner
     /// takes the whole list at once, so there is no ABA).
@@ -106,8 +125,20 @@ pub struct Pool {
 // Loom's atomics are bigger than the real ones; the layout matters only for real.
 #[cfg(not(all(test, loom)))]
 const _: () = assert!(core::mem::size_of::<Pool>() == 128);
+const _: () = assert!(size_class::class_blocks_per_span(0) <= u16::MAX as usize, "block counts fit in u16");
 #[cfg(not(all(test, loom)))]
 const _: () = assert!(core::mem::offset_of!(Pool, remote) == 64, "remote fields start the second line");
+
+/// Blocks on a free list (a walk; slow paths only).
+fn list_len(mut block: *mut Block) -> usize {
+    let mut count = 0;
+    while !block.is_null() {
+        count += 1;
+        // SAFETY: free-list blocks are free blocks linked by their first word.
+        block = unsafe { (*block).next };
+    }
+    count
+}
 
 impl Pool {
     /// A descriptor of no pool: no free block, nothing to carve. The static
@@ -118,15 +149,16 @@ impl Pool {
             free: Cell::new(ptr::null_mut()),
             used: Cell::new(0),
             carved: Cell::new(0),
-            owner: AtomicUsize::new(0),
             capacity: Cell::new(0),
+            local_mark: Cell::new(0),
+            owner: AtomicUsize::new(0),
             class: Cell::new(0),
             span_pools: Cell::new(0),
             state: Cell::new(PoolState::Free),
             next_available: Cell::new(ptr::null_mut()),
             prev_available: Cell::new(ptr::null_mut()),
             start: Cell::new(ptr::null_mut()),
-            _line: [0; 8],
+            local_free: Cell::new(ptr::null_mut()),
             remote: AtomicPtr::new(ptr::null_mut()),
             next_pending: AtomicPtr::new(ptr::null_mut()),
         }
@@ -139,15 +171,16 @@ impl Pool {
             free: Cell::new(ptr::null_mut()),
             used: Cell::new(0),
             carved: Cell::new(0),
-            owner: AtomicUsize::new(0),
             capacity: Cell::new(0),
+            local_mark: Cell::new(0),
+            owner: AtomicUsize::new(0),
             class: Cell::new(0),
             span_pools: Cell::new(0),
             state: Cell::new(PoolState::Free),
             next_available: Cell::new(ptr::null_mut()),
             prev_available: Cell::new(ptr::null_mut()),
             start: Cell::new(ptr::null_mut()),
-            _line: [0; 8],
+            local_free: Cell::new(ptr::null_mut()),
             remote: AtomicPtr::new(ptr::null_mut()),
             next_pending: AtomicPtr::new(ptr::null_mut()),
         }
@@ -159,10 +192,12 @@ impl Pool {
     pub fn init(&self, class: Class, start: *mut u8, owner: usize) {
         debug_assert_eq!(self.state.get(), PoolState::Free);
         self.free.set(ptr::null_mut());
+        self.local_free.set(ptr::null_mut());
         self.used.set(PoolState::Active.bias());
+        self.local_mark.set(PoolState::Active.bias());
         self.carved.set(0);
         self.start.set(start);
-        self.capacity.set(size_class::class_blocks_per_span(class) as u32);
+        self.capacity.set(size_class::class_blocks_per_span(class) as u16);
         self.class.set(class as u8);
         self.span_pools.set(size_class::class_span_pools(class) as u8);
         self.state.set(PoolState::Active);
@@ -178,6 +213,7 @@ impl Pool {
         debug_assert!(self.remote.load(Ordering::Relaxed).is_null());
         self.set_state(PoolState::Free);
         self.free.set(ptr::null_mut());
+        self.local_free.set(ptr::null_mut());
         self.owner.store(0, Ordering::Relaxed);
     }
 
@@ -209,13 +245,16 @@ impl Pool {
     #[inline]
     pub fn set_state(&self, state: PoolState) {
         let old = self.state.replace(state);
-        self.used.set(self.used.get().wrapping_sub(old.bias()).wrapping_add(state.bias()));
+        let delta = state.bias().wrapping_sub(old.bias());
+        self.used.set(self.used.get().wrapping_add(delta));
+        self.local_mark.set(self.local_mark.get().wrapping_add(delta));
     }
 
     /// Blocks handed out and not yet back on the free list.
     #[inline]
     pub fn blocks_out(&self) -> u32 {
-        self.used.get().wrapping_sub(self.state.get().bias()) as u32
+        let counted = self.used.get().wrapping_sub(self.state.get().bias()) as u32;
+        counted - list_len(self.free.get()) as u32
     }
 
     /// True if every block is free (none handed out, none pending remotely).
@@ -242,7 +281,6 @@ impl Pool {
         // SAFETY: blocks on the free list are free blocks of this pool, whose
         // first word is the link.
         self.free.set(unsafe { (*block).next });
-        self.used.set(self.used.get().wrapping_add(1));
         block.cast()
     }
 
@@ -255,8 +293,8 @@ impl Pool {
     pub unsafe fn push_local(&self, block: *mut u8) -> bool {
         let block = block.cast::<Block>();
         // SAFETY: the block is ours to reuse; a block is at least 16 bytes.
-        unsafe { (*block).next = self.free.get() };
-        self.free.set(block);
+        unsafe { (*block).next = self.local_free.get() };
+        self.local_free.set(block);
         self.used.set(self.used.get().wrapping_sub(1));
         self.needs_attention()
     }
@@ -284,7 +322,24 @@ impl Pool {
             (*block.cast::<Block>()).next = self.free.get();
             self.free.set(first.cast());
         }
-        self.carved.set((carved + batch) as u32);
+        self.carved.set((carved + batch) as u16);
+        self.used.set(self.used.get().wrapping_add(batch as i32));
+        self.local_mark.set(self.local_mark.get().wrapping_add(batch as i32));
+        true
+    }
+
+    /// Moves the blocks the owner freed (and remote frees taken back) onto
+    /// the allocation list, which must be empty. Returns false if there were
+    /// none. Owner only. O(1): `local_mark` already holds the counter's new
+    /// value.
+    pub fn take_local(&self) -> bool {
+        debug_assert!(self.free.get().is_null());
+        let head = self.local_free.replace(ptr::null_mut());
+        if head.is_null() {
+            return false;
+        }
+        self.free.set(head);
+        self.used.set(self.local_mark.get());
         true
     }
 
@@ -326,9 +381,9 @@ impl Pool {
                 tail = (*tail).next;
                 count += 1;
             }
-            (*tail).next = self.free.get();
+            (*tail).next = self.local_free.get();
         }
-        self.free.set(head);
+        self.local_free.set(head);
         self.used.set(self.used.get().wrapping_sub(count as i32));
         count
     }
@@ -347,13 +402,15 @@ impl Pool {
     /// mode and tests.
     #[cfg(any(test, feature = "checked"))]
     pub fn free_list_contains(&self, p: *const u8) -> bool {
-        let mut block = self.free.get();
-        while !block.is_null() {
-            if block as *const u8 == p {
-                return true;
+        for head in [self.free.get(), self.local_free.get()] {
+            let mut block = head;
+            while !block.is_null() {
+                if block as *const u8 == p {
+                    return true;
+                }
+                // SAFETY: free-list blocks are free blocks of this pool.
+                block = unsafe { (*block).next };
             }
-            // SAFETY: free-list blocks are free blocks of this pool.
-            block = unsafe { (*block).next };
         }
         false
     }
@@ -363,12 +420,14 @@ impl Pool {
     #[cfg(any(test, feature = "debug-invariants"))]
     pub fn check(&self) {
         let mut free_count = 0usize;
-        let mut block = self.free.get();
-        while !block.is_null() {
-            assert!(self.block_index(block.cast()).is_some(), "free block outside the carved span");
-            free_count += 1;
-            // SAFETY: free-list blocks are free blocks of this pool.
-            block = unsafe { (*block).next };
+        for head in [self.free.get(), self.local_free.get()] {
+            let mut block = head;
+            while !block.is_null() {
+                assert!(self.block_index(block.cast()).is_some(), "free block outside the carved span");
+                free_count += 1;
+                // SAFETY: free-list blocks are free blocks of this pool.
+                block = unsafe { (*block).next };
+            }
         }
         let capacity = self.capacity.get() as usize;
         let carved = self.carved.get() as usize;

@@ -49,8 +49,11 @@ const GRANULES: usize = MAX_SMALL_SIZE / MIN_ALIGN;
 
 /// `CLASS_BY_GRANULE[(size + 15) / 16]` is the smallest class holding `size`
 /// bytes. One byte per granule: 2 KiB, of which a program touches the lines
-/// of the sizes it uses.
-static CLASS_BY_GRANULE: [u8; GRANULES + 1] = build_granule_table();
+/// of the sizes it uses. A `const`, not a `static`: the fast path is inlined
+/// into the user's crate, and a constant array is emitted there and reached
+/// RIP-relative, where a `static` of this crate costs a GOT load in
+/// position-independent executables.
+const CLASS_BY_GRANULE: [u8; GRANULES + 1] = build_granule_table();
 
 const fn build_granule_table() -> [u8; GRANULES + 1] {
     let mut table = [0u8; GRANULES + 1];

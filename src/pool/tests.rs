@@ -86,25 +86,37 @@ fn remote_push_reports_the_first_push_only() {
 
 #[test]
 fn the_counter_flags_full_and_unused_pools() {
-    let mut span = Span::new(1);
+    // The largest class: four blocks to a span.
+    let class = CLASS_COUNT - 1;
+    let mut span = Span::new(class_span_pools(class));
     let pool = Pool::unused();
-    pool.init(0, span.start(), 1);
-    pool.carve();
-    // SAFETY: the free list has blocks; each is freed once.
+    pool.init(class, span.start(), 1);
+    let mut held = Vec::new();
+    while !pool.free.get().is_null() || pool.carve() {
+        // SAFETY: the free list is not empty.
+        held.push(unsafe { pool.pop() });
+    }
+    assert_eq!(held.len(), 4);
+    assert_eq!(pool.blocks_out(), 4);
+    // SAFETY: every block was handed out above; each free matches one pop.
     unsafe {
-        let a = pool.pop();
-        let b = pool.pop();
         // Active: frees never need attention.
+        let a = held.pop().unwrap();
         assert!(!pool.push_local(a));
+        assert!(pool.take_local());
         let a = pool.pop();
-        // Full (as if exhausted): the first free needs attention.
+        // Exhausted, the refill path makes it Full: the first free needs
+        // attention.
         pool.set_state(PoolState::Full);
-        assert_eq!(pool.blocks_out(), 2);
+        assert_eq!(pool.blocks_out(), 4);
         assert!(pool.push_local(a));
         pool.set_state(PoolState::Available);
         assert!(!pool.needs_attention());
-        // Available: the last free needs attention (the pool is unused).
-        assert!(pool.push_local(b));
+        assert_eq!(pool.blocks_out(), 3);
+        // Available: only the last free needs attention (the pool is unused).
+        assert!(!pool.push_local(held.pop().unwrap()));
+        assert!(!pool.push_local(held.pop().unwrap()));
+        assert!(pool.push_local(held.pop().unwrap()));
         assert!(pool.is_unused());
     }
     pool.check();

@@ -233,6 +233,7 @@ impl World {
     fn pop_all(&self, held: &mut Vec<usize>) {
         self.heap.own();
         for pool in &self.pools {
+            pool.take_local();
             while !pool.free.get().is_null() {
                 // SAFETY: the free list is not empty.
                 let block = unsafe { pool.pop() } as usize;
@@ -260,14 +261,16 @@ impl World {
         for (i, pool) in self.pools.iter().enumerate() {
             let held_here = held.iter().filter(|&&b| self.block_id(b) / BLOCKS_PER_POOL == i).count();
             assert_eq!(pool.blocks_out() as usize, held_here, "pool {i}: blocks_out is off");
-            let mut block = pool.free.get();
-            let mut walked = 0;
-            while !block.is_null() {
-                walked += 1;
-                assert!(walked <= BLOCKS_PER_POOL, "pool {i}: free list has a cycle");
-                count[self.block_id(block as usize)] += 1;
-                // SAFETY: free-list blocks are free blocks of this pool.
-                block = unsafe { (*block).next };
+            for head in [pool.free.get(), pool.local_free.get()] {
+                let mut block = head;
+                let mut walked = 0;
+                while !block.is_null() {
+                    walked += 1;
+                    assert!(walked <= BLOCKS_PER_POOL, "pool {i}: free list has a cycle");
+                    count[self.block_id(block as usize)] += 1;
+                    // SAFETY: free-list blocks are free blocks of this pool.
+                    block = unsafe { (*block).next };
+                }
             }
             pool.check();
         }
