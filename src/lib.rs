@@ -95,7 +95,7 @@
 //! ## Giving memory back
 //! A pool returned to its arena is *dirty*: its pages stay resident, so a
 //! program that frees and allocates in waves reuses them without faults.
-//! Once an arena has had no pool returned for the purge delay (100 ms by
+//! Once an arena has had no pool returned for the purge delay (1 s by
 //! default), its dirty free pools are purged with `MADV_DONTNEED` and an
 //! empty arena is unmapped, except for one spare (`ARENA_SPARES`), whose
 //! pages are purged instead. Freed large mappings wait in a bounded cache

@@ -15,8 +15,8 @@ const THREADS: usize = 4;
 const TOTAL_BYTES: usize = 1 << 30;
 const MIB: usize = 1 << 20;
 
-/// Well past the default purge delay (100 ms) and the purger's pass.
-const SETTLE: Duration = Duration::from_millis(1500);
+/// Well past the default purge delay (1 s) and the purger's pass.
+const SETTLE: Duration = Duration::from_millis(2500);
 
 /// Small blocks (64..=1024 bytes), each written so its pages are resident.
 fn allocate(bytes: usize, seed: usize) -> Vec<Box<[u8]>> {
