@@ -54,8 +54,10 @@ fn block_offset(align: usize, page: usize) -> usize {
 }
 
 /// Bytes to map for `size` bytes at `offset`, or `None` on overflow.
+/// `page` is a power of two: a mask, not a division.
 fn map_size_for(size: usize, offset: usize, page: usize) -> Option<usize> {
-    size.checked_add(offset)?.checked_next_multiple_of(page)
+    debug_assert!(page.is_power_of_two());
+    Some(size.checked_add(offset)?.checked_add(page - 1)? & !(page - 1))
 }
 
 /// # Safety
@@ -154,6 +156,10 @@ struct Cached {
 
 const CACHE_SLOTS: usize = 32;
 
+/// `freed_at` of an entry the purger has not seen yet (it stamps it with the
+/// time of its next pass; the entry is then the newest of all).
+const UNSTAMPED: u64 = u64::MAX;
+
 /// The cache of freed mappings. A handful of entries, searched linearly under
 /// a lock taken only by large allocations and frees (each otherwise a system
 /// call pair).
@@ -214,7 +220,10 @@ impl Cache {
         if map_size > budget / 2 {
             return false;
         }
-        let now = decay::now_ms();
+        // With a purger, the entry is stamped on the purger's next pass: no
+        // clock read on this path (it costs as much as the rest of a free).
+        let inline = decay::purge_inline();
+        let now = if inline { decay::now_ms() } else { UNSTAMPED };
         let mut cache = self.0.lock();
         while cache.len == CACHE_SLOTS || cache.bytes + map_size > budget {
             cache = evict_oldest(cache);
@@ -224,7 +233,7 @@ impl Cache {
         cache.len += 1;
         cache.bytes += map_size;
         decay::note_dirty();
-        let purge_now = decay::purge_inline() && cache.inline_purge_due <= now;
+        let purge_now = inline && cache.inline_purge_due <= now;
         if purge_now {
             cache.inline_purge_due = now.saturating_add(settings.purge_delay_ms / 2);
         }
@@ -240,6 +249,7 @@ impl Cache {
 /// call) and returns the lock again.
 #[cold]
 fn evict_oldest(mut cache: SpinGuard<'_, MappingCache>) -> SpinGuard<'_, MappingCache> {
+    // Unstamped entries are the newest.
     let oldest = (0..cache.len).min_by_key(|&i| cache.entries[i].freed_at).unwrap_or(0);
     let victim = cache.entries[oldest];
     cache.len -= 1;
@@ -261,6 +271,9 @@ pub fn purge(now: u64, force: bool) -> Option<u64> {
     let mut cache = CACHE.0.lock();
     let mut i = 0;
     while i < cache.len {
+        if cache.entries[i].freed_at == UNSTAMPED {
+            cache.entries[i].freed_at = now;
+        }
         let e = cache.entries[i];
         let due_at = e.freed_at.saturating_add(delay);
         if force || due_at <= now {
@@ -311,8 +324,9 @@ pub unsafe fn usable_size(block: *mut u8) -> usize {
 
 /// Resizes a large block to `new_size` (still large) keeping its contents:
 /// shrinks in place, grows in place when the mapping already has room, and
-/// otherwise moves the pages with `mremap` (alignment up to a page) or
-/// allocates and copies. Null on failure, with the old block untouched.
+/// otherwise moves the pages with `mremap` (alignment up to a page), with a
+/// quarter more room, or allocates and copies. Null on failure, with the old
+/// block untouched.
 ///
 /// # Safety
 /// `block` is a live large block allocated with `align`, holding `old_size`
@@ -327,21 +341,31 @@ pub unsafe fn realloc(block: *mut u8, old_size: usize, new_size: usize, align: u
     let Some(new_map_size) = map_size_for(new_size, offset, page) else {
         return ptr::null_mut();
     };
-    if new_map_size == map_size {
+    if new_size <= old_size {
+        // Shrink in place; give the tail back only when it is worth a
+        // system call (a quarter of the mapping or more).
+        if (map_size - new_map_size.min(map_size)) * 4 >= map_size {
+            // SAFETY: the tail past the new size is ours and page-aligned.
+            unsafe { os::unmap((base + new_map_size) as *mut u8, map_size - new_map_size) };
+            // SAFETY: the header is live.
+            unsafe { (*h).map_size = new_map_size };
+            OS_COUNTERS.large_remapped(map_size, new_map_size);
+        }
         return block;
     }
-    if new_map_size < map_size {
-        // SAFETY: the tail past the new size is ours and page-aligned.
-        unsafe { os::unmap((base + new_map_size) as *mut u8, map_size - new_map_size) };
-        // SAFETY: the header is live.
-        unsafe { (*h).map_size = new_map_size };
-        OS_COUNTERS.large_remapped(map_size, new_map_size);
+    if new_map_size <= map_size {
+        // Grows into room the mapping already has.
         return block;
     }
-    if align <= page && new_map_size <= isize::MAX as usize {
+    // Grow by at least a quarter: the extra is address space, resident only
+    // once written, and a buffer grown in small steps then moves pages once
+    // per quarter instead of once per page.
+    let reserve = new_map_size.max((map_size + map_size / 4).next_multiple_of(page));
+    if align <= page && reserve <= isize::MAX as usize {
         // SAFETY: the whole mapping is this block's.
-        let new_base = unsafe { os::remap(base as *mut u8, map_size, new_map_size) };
+        let new_base = unsafe { os::remap(base as *mut u8, map_size, reserve) };
         if !new_base.is_null() {
+            let new_map_size = reserve;
             if new_map_size >= HUGE_PAGE_THRESHOLD && map_size < HUGE_PAGE_THRESHOLD {
                 // SAFETY: the moved mapping is ours and page-aligned.
                 unsafe { os::advise_huge_pages(new_base, new_map_size) };
