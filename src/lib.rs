@@ -116,14 +116,27 @@
 //! [`collect`] does both for the calling thread at once.
 //!
 //! ## Fast paths
-//! Allocation: thread-local heap pointer, `active[class]`, pop its free list.
-//! A thread that never allocated points at a static empty heap whose pools
-//! have no free block, so initialisation hides behind the "pool empty" branch.
-//! Free: find the pool, compare its owner with the thread's heap, push,
-//! decrement `used`. One unlikely branch each to a cold slow path. The
-//! thread-local is const-initialised and has no destructor, so reading it is
-//! one `mov`. Measured with callgrind: 16 instructions for alloc, 19 for
-//! free (x86-64).
+//! Allocation: thread-local heap pointer, `active[class]`, pop its `free`
+//! list; nothing is written but the list head. A thread that never allocated
+//! points at a static empty heap whose pools have no free block, so
+//! initialisation hides behind the "list empty" branch. Free: find the pool,
+//! compare its owner with the thread's heap, push on `local_free`, decrement
+//! `used`. One unlikely branch each to a cold slow path. The thread-local is
+//! const-initialised and has no destructor, so reading it is one `mov`; the
+//! class table is a `const`, reached RIP-relative from the inlined code.
+//! x86-64, counted in the disassembly up to `ret`: 16 instructions for
+//! alloc and 23 for free, each including the 4 that check the layout;
+//! callgrind counts 56.5 per 64-byte pair with the benchmark loop and its
+//! dynamic calls.
+//!
+//! Why two lists: with one list, alloc and free in a loop pop and push the
+//! same head and bump the same counter, so each waits for the other's
+//! stores to forward. That cost 6.7 ns per pair against mimalloc's 5.0
+//! despite fewer instructions. With `free` and `local_free` (mimalloc's
+//! sharding), and `used` counting the `free` list in advance so that a pop
+//! writes no counter, the pair takes 4.5 ns. When `free` runs dry, refill
+//! moves `local_free` over in O(1) (`local_mark` holds the counter's next
+//! value), which brings the cache-hot blocks back first.
 //!
 //! ## Remote frees
 //! A block freed by a thread other than its pool's owner goes on the pool's
@@ -155,12 +168,43 @@
 //!
 //! ## Large allocations
 //! Each is one mapping, with a header just before the block. Growing one
-//! (alignment up to a page) uses `mremap`, so a doubling `Vec` never copies;
-//! shrinking unmaps the tail in place.
+//! (alignment up to a page) uses `mremap` and reserves a quarter more
+//! address space, so a doubling `Vec` never copies and a buffer grown in
+//! small steps moves pages once per quarter, not once per page; shrinking
+//! unmaps the tail only when it is a quarter of the mapping. Mappings of
+//! 4 MiB and more ask for transparent huge pages. Freed mappings go into a
+//! cache (32 entries, 64 MiB); a request takes the best fit, or the head of
+//! a bigger mapping whose tail is unmapped, so a buffer rebuilt in a loop
+//! reuses its predecessor instead of leaving it resident in the cache.
+//!
+//! ## Instrumentation
+//! With the feature `stats`, each heap counts per class its allocations,
+//! frees, pools and a sampled peak, and its thread's requested bytes, in
+//! relaxed atomics that only the owner writes, with a plain load and store
+//! (the `counters` module; LLVM folds each update into one `inc`/`add`).
+//! The request size travels through the fast paths as a type that is
+//! zero-sized without the feature, so without it the machine code is what
+//! it was before the layer existed (callgrind, 64-byte pair: 57 instructions
+//! before and after the layer landed). Today: 56.5 without the feature, 65.6
+//! with it. [`stats`] merges every heap record ever made with an arena
+//! census and derives the byte accounting, whose lines add up to the mapped
+//! bytes: pools counted by heaps and free pools counted by the arenas must
+//! together fill the arenas, so the identity is a check, not a remainder.
+//!
+//! ## Modules
+//! `config` (geometry) and `size_class` (pure class math) at the bottom;
+//! `os` is the only caller of libc; `sync` holds the atomics and the spin
+//! lock (swapped for loom's in the model checks); `pool` the descriptor and
+//! its lists; `remote` the lock-free pending list; `arena` arenas, their
+//! lists and purging; `large` large blocks and their cache; `decay` the
+//! settings and the purger's wake-up; `counters` the per-heap and OS-level
+//! counters; `heap` the thread heaps and fast paths; `purger` the background
+//! thread; `stats` the snapshot and report; this file the `GlobalAlloc`
+//! routing.
 //!
 //! ## Rules inside the allocator
 //! Nothing allocates, panics, formats or unwinds on an allocation path. A
-//! detected corruption ends in [`os::fatal`]: a message written with
+//! detected corruption ends in `os::fatal`: a message written with
 //! `write(2)`, then `abort`.
 
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
