@@ -470,6 +470,11 @@ unsafe extern "C" fn thread_exit(value: *mut c_void) {
     take_pending(h);
     sweep(h);
     IDLE.release(heap);
+    // A free pushed since take_pending may have seen the heap live, and so
+    // not woken the purger: wake it for that.
+    if !h.pending.is_empty() {
+        decay::note_dirty();
+    }
     OS_COUNTERS.thread_exited();
 }
 

@@ -53,9 +53,12 @@ impl PendingList {
         }
     }
 
-    /// True if no pool is on the list (a racy hint for any thread).
+    /// True if no pool is on the list. A read-modify-write, not a load: a
+    /// push it misses comes after it in the list's order and so sees what
+    /// the caller wrote before (an idle heap's flag), which a plain load
+    /// would not guarantee (see the loom model of the hand-over).
     pub fn is_empty(&self) -> bool {
-        self.head.load(Ordering::Relaxed).is_null()
+        self.head.compare_exchange(ptr::null_mut(), ptr::null_mut(), Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
     /// Takes every pool off the list. Owner only.

@@ -334,10 +334,16 @@ impl IdleList {
         adopted
     }
 
-    /// Copy of `IdleList::take_all` (the purger's pass): the caller owns the
-    /// record, which stays marked idle.
-    fn take_all(&self) -> bool {
-        core::mem::replace(&mut *self.0.lock(), false)
+    /// Copy of `IdleList::take_with_pending` (the purger's pass): takes the
+    /// record if other threads freed blocks to it; the caller then owns it,
+    /// still marked idle.
+    fn take_with_pending(&self, heap: &HeapRecord) -> bool {
+        let mut listed = self.0.lock();
+        let taken = *listed && !heap.pending.is_empty();
+        if taken {
+            *listed = false;
+        }
+        taken
     }
 }
 
@@ -383,13 +389,13 @@ fn exited_heap_is_adopted() {
 }
 
 /// As above, but no thread adopts the record: the purger's pass takes it
-/// off the idle list, takes its pending list and puts it back. A remote free
-/// that lands after that take is left behind; then the freer must have seen
-/// the record idle and woken the purger, or the owner's exit did (a free
-/// landing between the owner's take and its release sees the record live,
-/// so that exit's `note_dirty` is needed), and the purger runs another pass
-/// instead of sleeping. Checks heap.rs's `idle` flag, read after the pending
-/// push, against the purger's state machine.
+/// off the idle list if it has pending frees, takes them and puts it back. A
+/// remote free left behind must have woken the purger (its freer saw the
+/// record idle), or the owner's exit did (a free landing between the
+/// owner's take and its release sees the record live), so the purger runs
+/// another pass instead of sleeping. Checks heap.rs's `idle` flag, read
+/// after the pending push, and `PendingList::is_empty` against the purger's
+/// state machine.
 #[test]
 fn remote_frees_to_an_exited_heap_wake_the_purger() {
     model("remote_frees_to_an_exited_heap_wake_the_purger", || {
@@ -406,7 +412,7 @@ fn remote_frees_to_an_exited_heap_wake_the_purger() {
             let (world, idle) = (world.clone(), idle.clone());
             thread::spawn(move || {
                 world.purger.begin_pass();
-                if idle.take_all() {
+                if idle.take_with_pending(&world.heap) {
                     world.take_pending();
                     idle.release(&world.heap);
                 }
@@ -415,7 +421,9 @@ fn remote_frees_to_an_exited_heap_wake_the_purger() {
         // Copy of heap.rs's `thread_exit`.
         world.take_pending();
         idle.release(&world.heap);
-        world.purger.note_dirty();
+        if !world.heap.pending.is_empty() {
+            world.purger.note_dirty();
+        }
         freer.join().unwrap();
         purger.join().unwrap();
         if world.has_remote_frees() {
