@@ -16,7 +16,7 @@ use crate::counters::{HeapCounters, Requested};
 use crate::decay;
 use crate::large;
 use crate::os;
-use crate::pool::{Pool, PoolState};
+use crate::pool::{Block, Pool, PoolState};
 use crate::remote::PendingList;
 use crate::size_class::{CLASS_COUNT, Class};
 use crate::sync::{AtomicBool, AtomicPtr, Ordering, SpinLock};
@@ -41,6 +41,9 @@ pub struct Heap {
     next_record: AtomicPtr<Heap>,
     /// Instrumentation (feature `stats`; empty without it).
     counters: HeapCounters,
+    /// Blocks this heap's thread freed to one other heap's pool, not yet
+    /// pushed (see `free_remote`).
+    outbox: Outbox,
     /// Pools whose remote list went from empty to non-empty (Treiber stack,
     /// pushed by other threads, taken whole by the owner).
     pending: CachePadded<PendingList>,
@@ -73,6 +76,7 @@ impl Heap {
             idle: AtomicBool::new(false),
             next_record: AtomicPtr::new(ptr::null_mut()),
             counters: HeapCounters::new(),
+            outbox: Outbox::new(),
             pending: CachePadded::new(PendingList::new()),
         }
     }
@@ -208,6 +212,7 @@ unsafe fn refill(heap: &Heap, class: Class, size: Requested) -> *mut u8 {
 /// # Safety
 /// The caller owns `heap`.
 unsafe fn refill_block(heap: &Heap, class: Class) -> *mut u8 {
+    flush_outbox(heap);
     let slot = &heap.active[class];
     // SAFETY: active pools are EMPTY_POOL (never written: `carve` and the
     // free check fail on it first) or pools this heap owns.
@@ -303,9 +308,37 @@ fn unlink_available(heap: &Heap, pool: &Pool) {
     pool.prev_available.set(ptr::null_mut());
 }
 
-/// Frees a block of a pool owned by another heap: push it on the pool's
-/// remote list; the first push since the owner last looked also puts the
-/// pool on the owner's pending list.
+/// Blocks freed by this thread to another heap's pool, collected so that a
+/// run of frees to the same pool costs one CAS instead of one each (the
+/// pool's remote list is a cache line the owner also writes). Owner-only
+/// fields of the freeing thread's heap. At most `OUTBOX_BLOCKS` blocks wait
+/// here, still counted as out in their pool, until the thread frees to
+/// another pool, fills the outbox, takes a slow path, calls `collect`, or
+/// exits.
+struct Outbox {
+    pool: Cell<*mut Pool>,
+    head: Cell<*mut Block>,
+    tail: Cell<*mut Block>,
+    len: Cell<u32>,
+}
+
+/// Blocks an outbox holds before it is pushed.
+const OUTBOX_BLOCKS: u32 = 64;
+
+impl Outbox {
+    const fn new() -> Self {
+        Self {
+            pool: Cell::new(ptr::null_mut()),
+            head: Cell::new(ptr::null_mut()),
+            tail: Cell::new(ptr::null_mut()),
+            len: Cell::new(0),
+        }
+    }
+}
+
+/// Frees a block of a pool owned by another heap: into the thread's outbox
+/// when the thread has a heap, otherwise straight onto the pool's remote
+/// list.
 ///
 /// # Safety
 /// `p` is a live block of `pool`.
@@ -315,23 +348,59 @@ unsafe fn free_remote(pool: *mut Pool, p: *mut u8, size: Requested) {
     let heap = current();
     if ptr::eq(heap, &EMPTY_HEAP) {
         crate::counters::count_orphan_block_free(size);
-    } else {
-        // SAFETY: a heap in CURRENT other than EMPTY_HEAP is this thread's.
-        unsafe { (*heap).counters.on_remote_free(size) };
-    }
-    // SAFETY: forwarded from the caller.
-    let pool_ref = unsafe { &*pool };
-    // SAFETY: `p` is a live block of this pool.
-    if !unsafe { pool_ref.push_remote(p) } {
+        let block = p.cast::<Block>();
+        // SAFETY: `p` is a live block of `pool`, a chain of one.
+        unsafe { push_remote_chain(&*pool, block, block) };
         return;
     }
-    // The block we pushed keeps the pool in use (it counts in `used` until
-    // the owner takes it), and the owner only takes it after finding the
+    // SAFETY: a heap in CURRENT other than EMPTY_HEAP is this thread's.
+    let heap = unsafe { &*heap };
+    heap.counters.on_remote_free(size);
+    let outbox = &heap.outbox;
+    let block = p.cast::<Block>();
+    if outbox.pool.get() == pool && outbox.len.get() < OUTBOX_BLOCKS {
+        // SAFETY: the block is ours until pushed.
+        unsafe { (*block).next = outbox.head.get() };
+        outbox.head.set(block);
+        outbox.len.set(outbox.len.get() + 1);
+        return;
+    }
+    flush_outbox(heap);
+    outbox.pool.set(pool);
+    outbox.head.set(block);
+    outbox.tail.set(block);
+    outbox.len.set(1);
+}
+
+/// Pushes the outbox's blocks to their pool.
+fn flush_outbox(heap: &Heap) {
+    let outbox = &heap.outbox;
+    if outbox.len.get() == 0 {
+        return;
+    }
+    // SAFETY: the outbox holds a chain of live blocks of its pool.
+    unsafe { push_remote_chain(&*outbox.pool.get(), outbox.head.get(), outbox.tail.get()) };
+    outbox.pool.set(ptr::null_mut());
+    outbox.len.set(0);
+}
+
+/// Pushes a chain of blocks to their pool's remote list; the push that makes
+/// the list non-empty also puts the pool on its owner's pending list.
+///
+/// # Safety
+/// The chain holds live blocks of `pool`, linked from `head` to `tail`.
+unsafe fn push_remote_chain(pool: &Pool, head: *mut Block, tail: *mut Block) {
+    // SAFETY: forwarded from the caller.
+    if !unsafe { pool.push_remote_chain(head, tail) } {
+        return;
+    }
+    // The blocks we pushed keep the pool in use (they count as out until
+    // the owner takes them), and the owner only takes them after finding the
     // pool on its pending list below, so the owner cannot change meanwhile.
-    let owner = pool_ref.owner.load(Ordering::Relaxed) as *const Heap;
+    let owner = pool.owner.load(Ordering::Relaxed) as *const Heap;
     // SAFETY: heap records are never freed.
     let owner = unsafe { &*owner };
-    owner.pending.push(pool_ref);
+    owner.pending.push(pool);
     if owner.idle.load(Ordering::Relaxed) {
         decay::note_dirty();
     }
@@ -467,6 +536,7 @@ unsafe extern "C" fn thread_exit(value: *mut c_void) {
     PHASE.with(|p| p.set(PHASE_EXITED));
     // SAFETY: the key was armed with this thread's heap, which it still owns.
     let h = unsafe { &*heap };
+    flush_outbox(h);
     take_pending(h);
     sweep(h);
     IDLE.release(heap);
@@ -581,6 +651,7 @@ pub fn collect() {
     if !ptr::eq(heap, &EMPTY_HEAP) {
         // SAFETY: a heap in CURRENT other than EMPTY_HEAP is ours.
         let h = unsafe { &*heap };
+        flush_outbox(h);
         take_pending(h);
         sweep(h);
     }

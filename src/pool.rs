@@ -349,18 +349,31 @@ impl Pool {
     ///
     /// # Safety
     /// `block` is a block of this pool handed out and not yet freed.
+    #[cfg(test)]
     pub unsafe fn push_remote(&self, block: *mut u8) -> bool {
-        let block = block.cast::<Block>();
-        let mut head = self.remote.load(Ordering::Relaxed);
+        // SAFETY: forwarded; a single block is a chain from itself to itself.
+        unsafe { self.push_remote_chain(block.cast(), block.cast()) }
+    }
+
+    /// Pushes a chain of blocks (linked through their first word from `head`
+    /// to `tail`) freed by a thread that does not own the pool, with one
+    /// CAS. Returns true if the remote list was empty, as
+    /// [`push_remote`](Self::push_remote).
+    ///
+    /// # Safety
+    /// The chain's blocks are blocks of this pool handed out and not yet
+    /// freed, linked from `head` to `tail`.
+    pub unsafe fn push_remote_chain(&self, head: *mut Block, tail: *mut Block) -> bool {
+        let mut old = self.remote.load(Ordering::Relaxed);
         loop {
-            // SAFETY: the block is the freeing thread's until published.
-            unsafe { (*block).next = head };
-            // AcqRel: Release publishes the link; Acquire orders this push
+            // SAFETY: the chain is the freeing thread's until published.
+            unsafe { (*tail).next = old };
+            // AcqRel: Release publishes the links; Acquire orders this push
             // after the owner's last take, so the caller's write of
             // `next_pending` cannot race the owner's read of it.
-            match self.remote.compare_exchange_weak(head, block, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => return head.is_null(),
-                Err(actual) => head = actual,
+            match self.remote.compare_exchange_weak(old, head, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return old.is_null(),
+                Err(actual) => old = actual,
             }
         }
     }

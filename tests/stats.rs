@@ -49,33 +49,37 @@ fn single_thread_counts_are_exact() {
 }
 
 fn remote_frees_count_when_the_owner_takes_them_back() {
-    let (to_b, at_b) = std::sync::mpsc::channel::<Vec<Box<[u8; 200]>>>();
+    // 2,900-byte blocks: a class that thread start-up and exit (closure
+    // boxes, packets, names) never touch, so only this case moves it.
+    let (to_b, at_b) = std::sync::mpsc::channel::<Vec<Box<[u8; 2900]>>>();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-    let size_class = class_of(&poolmalloc::stats(), 200);
-    // Thread A allocates and keeps running; thread B frees A's blocks.
+    let size_class = class_of(&poolmalloc::stats(), 2900);
+    // Thread A allocates and keeps running; thread B frees A's blocks and
+    // exits (a freeing thread pushes its last few remote frees when it next
+    // takes a slow path, calls collect, or exits).
     let a = std::thread::spawn(move || {
         let before = poolmalloc::stats().classes()[size_class];
-        to_b.send((0..1000).map(|_| Box::new([3u8; 200])).collect()).unwrap();
+        to_b.send((0..1000).map(|_| Box::new([3u8; 2900])).collect()).unwrap();
         done_rx.recv().unwrap();
-        // B freed them, but A has not taken them back: still live.
+        // B freed them; they stay live until A takes them back, in a slow
+        // path of its own (waiting in `recv` may allocate and take one) or in
+        // `collect`. Either all are back or none: the counts must agree.
         let pending = poolmalloc::stats().classes()[size_class];
-        assert_eq!(pending.live_blocks - before.live_blocks, 1000);
-        assert_eq!(pending.frees, before.frees);
+        let still_live = pending.live_blocks - before.live_blocks;
+        assert!(still_live == 1000 || still_live == 0, "{still_live} of 1000 live");
+        assert_eq!(pending.frees - before.frees, 1000 - still_live);
         poolmalloc::collect();
         let taken = poolmalloc::stats().classes()[size_class];
         assert_eq!(taken.live_blocks, before.live_blocks);
         assert_eq!(taken.frees - before.frees, 1000);
-        go_rx.recv().unwrap();
     });
     let b = std::thread::spawn(move || {
         let blocks = at_b.recv().unwrap();
         assert!(blocks.iter().all(|b| b.iter().all(|&x| x == 3)));
         drop(blocks);
-        done_tx.send(()).unwrap();
     });
     b.join().unwrap();
-    go_tx.send(()).unwrap();
+    done_tx.send(()).unwrap();
     a.join().unwrap();
 }
 
