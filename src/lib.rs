@@ -146,7 +146,12 @@
 //! its refill slow path and splices each pool's remote list into its free
 //! list. A block on a remote list still counts as out, so its pool cannot be
 //! retired (and its owner cannot change) while a remote free is under way.
-//! The `remote` module holds this protocol's code.
+//! The `remote` module holds this protocol's code. A thread with a heap
+//! batches: consecutive frees to the same foreign pool collect in its
+//! outbox (up to 64 blocks, owner-only) and go over with one CAS when the
+//! pool changes, the outbox fills, or the thread takes a slow path, calls
+//! [`collect`] or exits; producer/consumer programs then pay one contended
+//! CAS per run of blocks instead of one per block.
 //!
 //! ## Threads starting and exiting
 //! Heaps are records in allocator-owned memory, never freed. A thread's first
