@@ -77,6 +77,10 @@ impl PoolState {
 /// memory a page at a time ("touch nothing before it is needed").
 const CARVE_BYTES: usize = 4096;
 
+/// But at least this many blocks, so that classes of a kilobyte and more do
+/// not take the refill path every few allocations.
+const MIN_CARVE_BLOCKS: usize = 8;
+
 /// One pool (or span of pools) descriptor. It lives in the arena header, not
 /// in the pool, so the blocks start on the pool boundary and stay aligned.
 /// 128 bytes: the owner's fields fill the first cache line, the fields other
@@ -308,7 +312,7 @@ impl Pool {
             return false;
         }
         let size = self.block_size();
-        let batch = (CARVE_BYTES / size).clamp(1, capacity - carved);
+        let batch = (CARVE_BYTES / size).max(MIN_CARVE_BLOCKS).min(capacity - carved);
         // SAFETY: blocks carved..carved+batch lie inside the span, which this
         // pool owns; none of them has been handed out.
         unsafe {
