@@ -37,7 +37,7 @@ fn xorshift(seed: u64) -> impl FnMut() -> u64 {
 fn pair(c: &mut Criterion) {
     let mut group = c.benchmark_group("pair");
     group.warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
-    for size in [16usize, 64, 256, 1024, 4096, 16384, 65536, 1 << 20] {
+    for size in [16usize, 64, 256, 1024, 4096, 16384, 65536, 1 << 20, 8 << 20] {
         let layout = layout(size);
         for (name, allocator) in ALLOCATORS {
             group.bench_with_input(BenchmarkId::new(name, size), &layout, |b, &layout| {
