@@ -77,7 +77,6 @@ impl PoolState {
 /// memory a page at a time ("touch nothing before it is needed").
 const CARVE_BYTES: usize = 4096;
 
-
 /// One pool (or span of pools) descriptor. It lives in the arena header, not
 /// in the pool, so the blocks start on the pool boundary and stay aligned.
 /// 128 bytes: the owner's fields fill the first cache line, the fields other
