@@ -171,6 +171,17 @@ struct MappingCache {
     inline_purge_due: u64,
 }
 
+impl MappingCache {
+    /// Takes entry `i` out (the last entry moves into its place).
+    fn remove(&mut self, i: usize) -> Cached {
+        let entry = self.entries[i];
+        self.len -= 1;
+        self.entries[i] = self.entries[self.len];
+        self.bytes -= entry.map_size;
+        entry
+    }
+}
+
 struct Cache(SpinLock<MappingCache>);
 
 static CACHE: Cache = Cache(SpinLock::new(MappingCache {
@@ -195,12 +206,7 @@ impl Cache {
                 best = Some(i);
             }
         }
-        let i = best?;
-        let taken = cache.entries[i];
-        cache.len -= 1;
-        let last = cache.len;
-        cache.entries[i] = cache.entries[last];
-        cache.bytes -= taken.map_size;
+        let taken = cache.remove(best?);
         drop(cache);
         if taken.map_size - map_size <= map_size / 4 {
             return Some((taken.base, taken.map_size));
@@ -251,11 +257,7 @@ impl Cache {
 fn evict_oldest(mut cache: SpinGuard<'_, MappingCache>) -> SpinGuard<'_, MappingCache> {
     // Unstamped entries are the newest.
     let oldest = (0..cache.len).min_by_key(|&i| cache.entries[i].freed_at).unwrap_or(0);
-    let victim = cache.entries[oldest];
-    cache.len -= 1;
-    let last = cache.len;
-    cache.entries[oldest] = cache.entries[last];
-    cache.bytes -= victim.map_size;
+    let victim = cache.remove(oldest);
     drop(cache);
     // SAFETY: an evicted mapping is ours and unused.
     unsafe { os::unmap(victim.base as *mut u8, victim.map_size) };
@@ -277,10 +279,7 @@ pub fn purge(now: u64, force: bool) -> Option<u64> {
         let e = cache.entries[i];
         let due_at = e.freed_at.saturating_add(delay);
         if force || due_at <= now {
-            cache.len -= 1;
-            let last = cache.len;
-            cache.entries[i] = cache.entries[last];
-            cache.bytes -= e.map_size;
+            cache.remove(i);
             // Unmap with the lock dropped; the entry is out of the cache.
             drop(cache);
             // SAFETY: an expired mapping is ours and unused.
