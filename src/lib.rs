@@ -245,7 +245,7 @@ mod purger;
 #[cfg(not(all(test, loom)))]
 mod stats;
 
-#[cfg(all(feature = "stats", not(loom)))]
+#[cfg(all(feature = "stats", not(all(test, loom))))]
 pub use stats::ClassStats;
 #[cfg(not(all(test, loom)))]
 pub use stats::{Stats, stats};
