@@ -338,10 +338,13 @@ impl Pool {
     /// value.
     pub fn take_local(&self) -> bool {
         debug_assert!(self.free.get().is_null());
-        let head = self.local_free.replace(ptr::null_mut());
+        // Read before writing: the refill path calls this on the shared,
+        // never-written EMPTY_POOL too.
+        let head = self.local_free.get();
         if head.is_null() {
             return false;
         }
+        self.local_free.set(ptr::null_mut());
         self.free.set(head);
         self.used.set(self.local_mark.get());
         true
