@@ -308,10 +308,10 @@ impl Pool {
             return false;
         }
         let size = self.block_size();
-        // Carving at least 8 blocks of the bigger classes sped up larson-style
-        // work by about 8% but made compare/'s batch of 1..32 KiB blocks 3.5x
-        // slower (98 ms against 27.5, same bench, reverted); the cause was not
-        // found. One page's worth it stays.
+        // Carving at least 8 blocks of the bigger classes was tried and
+        // reverted: compare/'s batch of 1..32 KiB blocks took 49.8 ms against
+        // 27.5 (each alone in its process), and larson gained nothing clear.
+        // One page's worth it stays.
         let batch = (CARVE_BYTES / size).clamp(1, capacity - carved);
         // SAFETY: blocks carved..carved+batch lie inside the span, which this
         // pool owns; none of them has been handed out.
