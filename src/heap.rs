@@ -217,6 +217,12 @@ unsafe fn refill_block(heap: &Heap, class: Class) -> *mut u8 {
     // SAFETY: active pools are EMPTY_POOL (never written: `carve` and the
     // free check fail on it first) or pools this heap owns.
     let active = unsafe { &*slot.get() };
+    // A thread's first allocation found EMPTY_POOL's empty list, then
+    // adopted an idle heap whose active pool may still have blocks.
+    if !active.free.get().is_null() {
+        // SAFETY: the free list is not empty.
+        return unsafe { active.pop() };
+    }
     if active.take_local() || active.carve() {
         // SAFETY: either call put blocks on the free list.
         return unsafe { active.pop() };
