@@ -12,7 +12,7 @@ use crate::config::{
     ADDRESS_BITS, ARENA_MASK, ARENA_SHIFT, ARENA_SIZE, ARENA_SPARES, FIRST_POOL, POOL_SHIFT, POOL_SIZE,
     POOLS_PER_ARENA, USABLE_POOLS,
 };
-use crate::counters::OS_COUNTERS;
+use crate::counters::{HeapCounters, OS_COUNTERS};
 use crate::decay;
 use crate::os;
 use crate::pool::Pool;
@@ -77,13 +77,16 @@ struct Arenas {
     buckets: [*mut Arena; USABLE_POOLS + 1],
     /// Without a background purger: when a slow path should purge next.
     inline_purge_due: u64,
+    /// Free pools the purger holds while it purges them (off the free
+    /// masks, in no heap); the census counts them as free.
+    reserved_pools: usize,
 }
 
 // SAFETY: the raw pointers are only followed under the lock.
 unsafe impl Send for Arenas {}
 
 static ARENAS: SpinLock<Arenas> =
-    SpinLock::new(Arenas { buckets: [ptr::null_mut(); USABLE_POOLS + 1], inline_purge_due: 0 });
+    SpinLock::new(Arenas { buckets: [ptr::null_mut(); USABLE_POOLS + 1], inline_purge_due: 0, reserved_pools: 0 });
 
 impl Arenas {
     fn unlink(&mut self, arena: &Arena, count: usize) {
@@ -145,8 +148,9 @@ fn run_mask(first: usize, pools: usize) -> u16 {
 }
 
 /// Hands out a span for `class`, owned by `owner`: the span's descriptor,
-/// initialised, or null if the OS has no memory. Slow path.
-pub fn acquire_pool(class: Class, owner: usize) -> *mut Pool {
+/// initialised, or null if the OS has no memory. The owner's pool count goes
+/// up under the arena lock, so a census always agrees with it. Slow path.
+pub fn acquire_pool(class: Class, owner: usize, counters: &HeapCounters) -> *mut Pool {
     let pools = size_class::class_span_pools(class);
     let mut arenas = ARENAS.lock();
     let (arena, first) = match arenas.find_run(pools) {
@@ -169,6 +173,7 @@ pub fn acquire_pool(class: Class, owner: usize) -> *mut Pool {
     let reused_dirty = a.dirty_mask.get() & run;
     a.dirty_mask.set(a.dirty_mask.get() & !run);
     arenas.link(arena, before - pools);
+    counters.on_pool_acquired(class);
     drop(arenas);
     OS_COUNTERS.dirty_pools_reused(reused_dirty.count_ones() as usize * POOL_SIZE);
     let pool = &a.pools[first];
@@ -186,12 +191,17 @@ pub fn acquire_pool(class: Class, owner: usize) -> *mut Pool {
 /// then too, so a program that frees and reallocates in waves does not pay
 /// for mappings and page faults in every wave. Slow path.
 ///
+/// The owner's pool count goes down under the arena lock (see
+/// [`acquire_pool`]).
+///
 /// # Safety
-/// `pool` is a live descriptor in use, with no block handed out.
-pub unsafe fn release_pool(pool: *mut Pool) {
+/// `pool` is a live descriptor in use, with no block handed out, owned by
+/// the heap whose `counters` these are.
+pub unsafe fn release_pool(pool: *mut Pool, counters: &HeapCounters) {
     // SAFETY: the caller guarantees a live descriptor.
     let pool = unsafe { &*pool };
     let pools = pool.span_pools();
+    let class = pool.class();
     pool.retire();
     let arena = (ptr::from_ref(pool) as usize & !ARENA_MASK) as *mut Arena;
     // SAFETY: descriptors live in their arena's header.
@@ -206,6 +216,7 @@ pub unsafe fn release_pool(pool: *mut Pool) {
     a.dirty_mask.set(a.dirty_mask.get() | run);
     a.released_at.set(now);
     arenas.link(arena, before + pools);
+    counters.on_pool_released(class);
     decay::note_dirty();
     let purge_now = decay::purge_inline() && arenas.inline_purge_due <= now;
     if purge_now {
@@ -270,6 +281,7 @@ pub fn purge(now: u64, force: bool) -> Option<u64> {
                     arenas.unlink(a, count);
                     a.free_mask.set(a.free_mask.get() & !dirty);
                     arenas.link(arena, count - dirty.count_ones() as usize);
+                    arenas.reserved_pools += dirty.count_ones() as usize;
                     runs[run_count] = (arena, dirty);
                     run_count += 1;
                 }
@@ -314,6 +326,7 @@ pub fn purge(now: u64, force: bool) -> Option<u64> {
             arenas.unlink(a, count);
             a.free_mask.set(a.free_mask.get() | mask);
             arenas.link(arena, count + mask.count_ones() as usize);
+            arenas.reserved_pools -= mask.count_ones() as usize;
         }
     }
 }
@@ -367,11 +380,13 @@ pub struct Census {
     pub dirty_pools: usize,
 }
 
-/// Counts arenas and their free pools.
+/// Counts arenas and their free pools, and calls `read` with the count while
+/// the arena lock is held: pool counts change only under that lock, so what
+/// `read` reads of them agrees with the census.
 #[cfg(feature = "stats")]
-pub fn census() -> Census {
+pub fn with_census<R>(read: impl FnOnce(Census) -> R) -> R {
     let arenas = ARENAS.lock();
-    let mut census = Census::default();
+    let mut census = Census { free_pools: arenas.reserved_pools, ..Census::default() };
     for (count, &head) in arenas.buckets.iter().enumerate() {
         let mut arena = head;
         while !arena.is_null() {
@@ -383,7 +398,7 @@ pub fn census() -> Census {
             arena = a.next.get();
         }
     }
-    census
+    read(census)
 }
 
 /// True if `p` lies in a mapped arena (a pool block or an arena header).

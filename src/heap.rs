@@ -254,11 +254,10 @@ unsafe fn refill_block(heap: &Heap, class: Class) -> *mut u8 {
         // SAFETY: the free list is not empty (checked or carved above).
         return unsafe { pool.pop() };
     }
-    let fresh = arena::acquire_pool(class, heap.id());
+    let fresh = arena::acquire_pool(class, heap.id(), &heap.counters);
     if fresh.is_null() {
         return ptr::null_mut();
     }
-    heap.counters.on_pool_acquired(class);
     slot.set(fresh);
     // SAFETY: a fresh pool is ours, and a fresh span always carves.
     unsafe {
@@ -279,9 +278,8 @@ fn settle(heap: &Heap, pool: &Pool) {
     }
     if pool.state() == PoolState::Available && pool.is_unused() {
         unlink_available(heap, pool);
-        heap.counters.on_pool_released(pool.class());
-        // SAFETY: unused and now off every list.
-        unsafe { arena::release_pool(ptr::from_ref(pool).cast_mut()) };
+        // SAFETY: unused, now off every list, and this heap's.
+        unsafe { arena::release_pool(ptr::from_ref(pool).cast_mut(), &heap.counters) };
     }
 }
 
@@ -434,9 +432,8 @@ fn sweep(heap: &Heap) {
         // SAFETY: active pools are EMPTY_POOL or pools this heap owns.
         if !ptr::eq(active, empty_pool()) && unsafe { (*active).is_unused() } {
             heap.active[class].set(empty_pool());
-            heap.counters.on_pool_released(class);
-            // SAFETY: unused and now off every list.
-            unsafe { arena::release_pool(active) };
+            // SAFETY: unused, now off every list, and this heap's.
+            unsafe { arena::release_pool(active, &heap.counters) };
         }
     }
 }

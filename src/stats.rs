@@ -125,17 +125,22 @@ impl Stats {
 /// it also walks every heap record and the arena lists (one lock), so it
 /// costs microseconds, not nanoseconds.
 pub fn stats() -> Stats {
-    let c = &OS_COUNTERS;
     #[cfg(feature = "stats")]
-    let census = crate::arena::census();
-    #[cfg(feature = "stats")]
-    let arena_count = census.arenas;
+    return crate::arena::with_census(|census| {
+        let mut stats = os_level(census.arenas);
+        merge_heaps(&mut stats, census);
+        stats
+    });
     #[cfg(not(feature = "stats"))]
-    let arena_count = c.arena_count.load(Ordering::Relaxed);
+    os_level(OS_COUNTERS.arena_count.load(Ordering::Relaxed))
+}
+
+/// The fields every build has, with `arena_count` arenas mapped.
+fn os_level(arena_count: usize) -> Stats {
+    let c = &OS_COUNTERS;
     let large_bytes = c.large_bytes.load(Ordering::Relaxed);
     let large_cache_bytes = c.large_cache_bytes.load(Ordering::Relaxed);
-    #[cfg_attr(not(feature = "stats"), allow(unused_mut))]
-    let mut stats = Stats {
+    Stats {
         mapped_bytes: arena_count * ARENA_SIZE + large_bytes + large_cache_bytes,
         arena_count,
         arena_peak: c.arena_peak.load(Ordering::Relaxed),
@@ -166,10 +171,7 @@ pub fn stats() -> Stats {
         quantization_bytes: 0,
         #[cfg(feature = "stats")]
         classes: [ClassStats::default(); CLASS_COUNT],
-    };
-    #[cfg(feature = "stats")]
-    merge_heaps(&mut stats, census);
-    stats
+    }
 }
 
 /// Adds every heap's class counters and derives the byte accounting.
