@@ -49,6 +49,9 @@ fn spans_hold_blocks_with_little_waste() {
         let bytes = pools * POOL_SIZE;
         let blocks = class_blocks_per_span(c);
         assert!(blocks >= MIN_BLOCKS_PER_SPAN, "class {c}");
+        // The target count, or as many as a target-sized span holds.
+        let want = TARGET_BLOCKS_PER_SPAN.min(TARGET_SPAN_POOLS * POOL_SIZE / class_size(c));
+        assert!(blocks >= want, "class {c}: {blocks} blocks");
         let waste = bytes - blocks * class_size(c);
         assert!(waste * 8 <= bytes, "class {c} wastes {waste} of {bytes}");
         // Blocks in a span that starts on a pool boundary are aligned.
