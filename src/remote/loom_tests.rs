@@ -31,16 +31,18 @@ use loom::sync::atomic::AtomicU32;
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 
-/// Blocks of 4 KiB: four to a one-pool span, carved one at a time, so a
-/// handful of blocks fills a pool and reuse comes only from frees.
-const BLOCK_SIZE: usize = 4096;
+/// Blocks of 16 KiB: four to a span (of four pools), carved one at a time,
+/// so a handful of blocks fills a span and reuse comes only from frees.
+/// ("Pool" below means the span a descriptor serves.)
+const BLOCK_SIZE: usize = 16384;
 const BLOCKS_PER_POOL: usize = 4;
+const SPAN_BYTES: usize = BLOCK_SIZE * BLOCKS_PER_POOL;
 
 /// The class of `BLOCK_SIZE`, checked to have the shape the models count on.
 fn class() -> Class {
     let class = class_of_size(BLOCK_SIZE).unwrap();
     assert_eq!(class_size(class), BLOCK_SIZE);
-    assert_eq!(class_span_pools(class), 1);
+    assert_eq!(class_span_pools(class) * POOL_SIZE, SPAN_BYTES);
     assert_eq!(class_blocks_per_span(class), BLOCKS_PER_POOL);
     class
 }
@@ -151,7 +153,7 @@ impl World {
     /// owner (returned as addresses).
     fn new(pool_count: usize) -> (Arc<World>, Vec<usize>) {
         let class = class();
-        let mut memory = vec![0u8; (pool_count + 1) * POOL_SIZE];
+        let mut memory = vec![0u8; pool_count * SPAN_BYTES + POOL_SIZE];
         let start = (memory.as_mut_ptr() as usize).next_multiple_of(POOL_SIZE);
         let world = Arc::new(World {
             _memory: memory,
@@ -164,7 +166,7 @@ impl World {
         let owner = core::ptr::from_ref(&world.heap) as usize;
         let mut held = Vec::new();
         for (i, pool) in world.pools.iter().enumerate() {
-            pool.init(class, (start + i * POOL_SIZE) as *mut u8, owner);
+            pool.init(class, (start + i * SPAN_BYTES) as *mut u8, owner);
             while pool.carve() {
                 // SAFETY: carve just put a block on the free list.
                 let block = unsafe { pool.pop() } as usize;
