@@ -69,6 +69,16 @@ pub fn settings() -> Settings {
     }
 }
 
+/// `settings().large_cache_bytes`, with one load once the settings are read
+/// (the large free path asks on every free).
+#[inline]
+pub fn large_cache_bytes() -> usize {
+    if PURGE_DELAY_MS.load(Ordering::Acquire) == u64::MAX {
+        return settings().large_cache_bytes;
+    }
+    LARGE_CACHE_BYTES.load(Ordering::Relaxed)
+}
+
 /// Milliseconds on the monotonic clock.
 pub fn now_ms() -> u64 {
     os::now_ms()
@@ -86,7 +96,16 @@ const UNAVAILABLE: u32 = 3;
 /// Records that some memory became dirty: wakes the purger if it sleeps
 /// without a deadline, and starts it the first time. Cheap when the purger is
 /// already running (one load).
+#[inline]
 pub fn note_dirty() {
+    // The purger is usually already awake (or absent): one load.
+    if !matches!(PURGER.load(Ordering::Acquire), RUNNING | UNAVAILABLE) {
+        wake_purger();
+    }
+}
+
+#[cold]
+fn wake_purger() {
     match PURGER.load(Ordering::Acquire) {
         RUNNING | UNAVAILABLE => {}
         IDLE => {

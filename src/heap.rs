@@ -15,6 +15,7 @@ use crate::counters::OS_COUNTERS;
 use crate::counters::{HeapCounters, Requested};
 use crate::decay;
 use crate::large;
+use crate::large::LargeSlot;
 use crate::os;
 use crate::pool::{Block, Pool, PoolState};
 use crate::remote::PendingList;
@@ -44,6 +45,8 @@ pub struct Heap {
     /// Blocks this heap's thread freed to one other heap's pool, not yet
     /// pushed (see `free_remote`).
     outbox: Outbox,
+    /// One freed large mapping kept for this heap's thread (see `large`).
+    large_slot: LargeSlot,
     /// Pools whose remote list went from empty to non-empty (Treiber stack,
     /// pushed by other threads, taken whole by the owner).
     pending: CachePadded<PendingList>,
@@ -77,6 +80,7 @@ impl Heap {
             next_record: AtomicPtr::new(ptr::null_mut()),
             counters: HeapCounters::new(),
             outbox: Outbox::new(),
+            large_slot: LargeSlot::new(),
             pending: CachePadded::new(PendingList::new()),
         }
     }
@@ -464,16 +468,46 @@ pub fn note_resize(old_size: usize, new_size: usize) {
 }
 
 /// Calls `visit` with the counters of every heap record ever made (live,
-/// idle, and the shared heap). Lock-free: records are never freed and the
-/// registry only grows.
+/// idle, and the shared heap).
 #[cfg(feature = "stats")]
 pub fn for_each_counters(mut visit: impl FnMut(&HeapCounters)) {
     visit(&SHARED_HEAP.counters);
+    for_each_record(|h| visit(&h.counters));
+}
+
+/// The calling thread's large-mapping slot, if it has a heap of its own.
+#[inline]
+pub fn current_large_slot() -> Option<&'static LargeSlot> {
+    let heap = current();
+    // SAFETY: a heap in CURRENT other than EMPTY_HEAP is this thread's live
+    // record, and records are never freed.
+    (!ptr::eq(heap, &EMPTY_HEAP)).then(|| unsafe { &(*heap).large_slot })
+}
+
+/// [`current_large_slot`], giving the thread a heap first if it has none
+/// yet (a thread whose first allocation is large).
+#[inline]
+pub fn current_or_new_large_slot() -> Option<&'static LargeSlot> {
+    current_large_slot().or_else(|| {
+        let heap = start_thread()?;
+        // SAFETY: a started heap is this thread's live record.
+        Some(unsafe { &(*heap).large_slot })
+    })
+}
+
+/// Calls `visit` with the large-mapping slot of every heap record (the
+/// shared heap never uses its own).
+pub fn for_each_large_slot(mut visit: impl FnMut(&LargeSlot)) {
+    for_each_record(|h| visit(&h.large_slot));
+}
+
+/// Lock-free: records are never freed and the registry only grows.
+fn for_each_record(mut visit: impl FnMut(&Heap)) {
     let mut heap = ALL_HEAPS.load(Ordering::Acquire);
     while !heap.is_null() {
         // SAFETY: registered records live for the whole program.
         let h = unsafe { &*heap };
-        visit(&h.counters);
+        visit(h);
         heap = h.next_record.load(Ordering::Acquire);
     }
 }

@@ -185,6 +185,15 @@
 //! a bigger mapping whose tail is unmapped, so a buffer rebuilt in a loop
 //! reuses its predecessor instead of leaving it resident in the cache.
 //!
+//! In front of the cache, each heap keeps one freed mapping of its own (its
+//! *large slot*): a thread that frees and allocates large blocks in turn
+//! reuses it with one atomic swap, no lock and no shared counter. Through the
+//! shared cache a 1 MiB pair took 253 instructions and nine atomic
+//! read-modify-writes and ran 1% behind glibc (19.9 against 19.7 ns); through
+//! the slot it takes 161 instructions and one, 9.1 ns against glibc's 19.3.
+//! The purger steals every slot on each pass, so a mapping a sleeping thread
+//! holds is unmapped after the purge delay like any cached one.
+//!
 //! ## Instrumentation
 //! With the feature `stats`, each heap counts per class its allocations,
 //! frees, pools and a sampled peak, and its thread's requested bytes, in
