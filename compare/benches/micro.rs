@@ -95,6 +95,49 @@ fn batch_mixed(c: &mut Criterion) {
     batch(c, 1, 32768);
 }
 
+/// Larson's inner loop on one thread: 1000 live blocks of 16..=1024 bytes;
+/// each step frees a random one and puts a new block of a random size in its
+/// place, writing a byte. A time per replacement (100k steps per iteration).
+/// This is the pattern where a free lands in a span other than the one the
+/// heap allocates from.
+fn replace(c: &mut Criterion) {
+    const SLOTS: usize = 1000;
+    const STEPS: usize = 100_000;
+    let mut group = c.benchmark_group("replace_16_1024");
+    group.sampling_mode(SamplingMode::Flat).sample_size(20);
+    group.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+    group.throughput(criterion::Throughput::Elements(STEPS as u64));
+    let mut next = xorshift(0xD1B5_4A32_D192_ED03);
+    let steps: Vec<(usize, Layout)> =
+        (0..STEPS).map(|_| ((next() % SLOTS as u64) as usize, layout(16 + (next() % 1009) as usize))).collect();
+    for (name, allocator) in ALLOCATORS {
+        // SAFETY: non-zero layouts; every block is freed once, with its layout.
+        let mut slots: Vec<(*mut u8, Layout)> = (0..SLOTS)
+            .map(|i| {
+                let layout = layout(16 + i % 1009);
+                (unsafe { allocator.alloc(layout) }, layout)
+            })
+            .collect();
+        group.bench_function(name, |b| {
+            // SAFETY: as above; each slot holds a live block and its layout.
+            b.iter(|| unsafe {
+                for &(i, layout) in &steps {
+                    let (old, old_layout) = slots[i];
+                    allocator.dealloc(old, old_layout);
+                    let p = allocator.alloc(layout);
+                    *p = 1;
+                    slots[i] = (p, layout);
+                }
+            })
+        });
+        for (p, layout) in slots {
+            // SAFETY: as above.
+            unsafe { allocator.dealloc(p, layout) };
+        }
+    }
+    group.finish();
+}
+
 /// Grows one block from 8 bytes to `max_size` by `step` (adding `step` bytes
 /// each time, or doubling when `step` is `None`), writing its last byte after
 /// each `realloc`, then frees it.
@@ -137,5 +180,5 @@ fn realloc(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pair, batch_small, batch_mixed, realloc);
+criterion_group!(benches, pair, batch_small, batch_mixed, replace, realloc);
 criterion_main!(benches);
