@@ -80,13 +80,22 @@ struct Arenas {
     /// Free pools the purger holds while it purges them (off the free
     /// masks, in no heap); the census counts them as free.
     reserved_pools: usize,
+    /// Address space for arenas in a huge-page chunk, not yet handed out:
+    /// `[chunk_next, chunk_end)`.
+    chunk_next: usize,
+    chunk_end: usize,
 }
 
 // SAFETY: the raw pointers are only followed under the lock.
 unsafe impl Send for Arenas {}
 
-static ARENAS: SpinLock<Arenas> =
-    SpinLock::new(Arenas { buckets: [ptr::null_mut(); USABLE_POOLS + 1], inline_purge_due: 0, reserved_pools: 0 });
+static ARENAS: SpinLock<Arenas> = SpinLock::new(Arenas {
+    buckets: [ptr::null_mut(); USABLE_POOLS + 1],
+    inline_purge_due: 0,
+    reserved_pools: 0,
+    chunk_next: 0,
+    chunk_end: 0,
+});
 
 impl Arenas {
     fn unlink(&mut self, arena: &Arena, count: usize) {
@@ -156,7 +165,7 @@ pub fn acquire_pool(class: Class, owner: usize, counters: &HeapCounters) -> *mut
     let (arena, first) = match arenas.find_run(pools) {
         Some(found) => found,
         None => {
-            let arena = map_arena();
+            let arena = map_arena(&mut arenas);
             if arena.is_null() {
                 return ptr::null_mut();
             }
@@ -331,8 +340,49 @@ pub fn purge(now: u64, force: bool) -> Option<u64> {
     }
 }
 
-fn map_arena() -> *mut Arena {
-    let base = os::map_aligned(ARENA_SIZE, ARENA_SIZE, 0);
+/// The heap size (in arenas) from which new arenas come from huge-page
+/// chunks, when `POOLMALLOC_HUGE_PAGES=1`.
+const HUGE_PAGE_AFTER_ARENAS: usize = 64;
+/// A transparent huge page: arenas are cut from chunks of this size, aligned
+/// to it, once the heap is big.
+const HUGE_CHUNK_SIZE: usize = 2 << 20;
+
+/// Address space for one more arena: a mapping of its own or, with
+/// `POOLMALLOC_HUGE_PAGES=1` once the program has `HUGE_PAGE_AFTER_ARENAS`
+/// arenas, a piece of a 2 MiB chunk advised for transparent huge pages.
+///
+/// Why it is opt-in (measured on a 2-vCPU VM, THP in `madvise` mode): with
+/// it, compare/'s batch of 100k blocks of 1..32 KiB (1.6 GiB, freed in random
+/// order) ran in 19-23 ms a round against 48-55 ms, as TLB misses went away
+/// (mimalloc, which maps huge pages, took 27). But the btree workload's peak
+/// RSS rose from 143.6 to 151.0 MiB (a chunk is resident whole once
+/// touched), and the idle workload's four threads took 1.3-2.3 s instead of
+/// 0.5-0.7 s to fill 1 GiB: each chunk's first fault clears 2 MiB (and may
+/// compact memory) while the arena lock is held. The statistics count an
+/// arena as mapped once handed out; the rest of its chunk (at most 1.75 MiB
+/// of address space) is not counted.
+fn map_arena_memory(arenas: &mut Arenas) -> *mut u8 {
+    if OS_COUNTERS.arena_count.load(Ordering::Relaxed) >= HUGE_PAGE_AFTER_ARENAS && decay::settings().huge_pages {
+        if arenas.chunk_next == arenas.chunk_end {
+            let chunk = os::map_aligned(HUGE_CHUNK_SIZE, HUGE_CHUNK_SIZE, 0);
+            if !chunk.is_null() {
+                // SAFETY: the fresh chunk is ours.
+                unsafe { os::advise_huge_pages(chunk, HUGE_CHUNK_SIZE) };
+                arenas.chunk_next = chunk as usize;
+                arenas.chunk_end = chunk as usize + HUGE_CHUNK_SIZE;
+            }
+        }
+        if arenas.chunk_next != arenas.chunk_end {
+            let base = arenas.chunk_next;
+            arenas.chunk_next += ARENA_SIZE;
+            return base as *mut u8;
+        }
+    }
+    os::map_aligned(ARENA_SIZE, ARENA_SIZE, 0)
+}
+
+fn map_arena(arenas: &mut Arenas) -> *mut Arena {
+    let base = map_arena_memory(arenas);
     if base.is_null() {
         return ptr::null_mut();
     }

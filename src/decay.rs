@@ -22,7 +22,9 @@
 //!   before it is returned;
 //! - `POOLMALLOC_LARGE_CACHE_MB` (default 64): the most bytes of freed large
 //!   mappings kept for reuse (0 disables the cache);
-//! - `POOLMALLOC_BACKGROUND_PURGE` (default 1): 0 disables the purger thread.
+//! - `POOLMALLOC_BACKGROUND_PURGE` (default 1): 0 disables the purger thread;
+//! - `POOLMALLOC_HUGE_PAGES` (default 0): 1 cuts arenas from 2 MiB chunks
+//!   advised for transparent huge pages once the heap passes 16 MiB.
 
 use crate::os;
 use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -44,11 +46,14 @@ pub struct Settings {
     pub large_cache_bytes: usize,
     /// Whether to run the background purger.
     pub background: bool,
+    /// Whether big heaps get arenas in huge-page chunks (see `arena`).
+    pub huge_pages: bool,
 }
 
 static PURGE_DELAY_MS: AtomicU64 = AtomicU64::new(u64::MAX);
 static LARGE_CACHE_BYTES: AtomicUsize = AtomicUsize::new(0);
 static BACKGROUND: AtomicU32 = AtomicU32::new(0);
+static HUGE_PAGES: AtomicU32 = AtomicU32::new(0);
 
 /// The settings (read from the environment on first use).
 pub fn settings() -> Settings {
@@ -59,6 +64,8 @@ pub fn settings() -> Settings {
         LARGE_CACHE_BYTES.store((cache_mb.min(1 << 20) as usize) << 20, Ordering::Relaxed);
         let background = os::env_u64(c"POOLMALLOC_BACKGROUND_PURGE").unwrap_or(1) != 0;
         BACKGROUND.store(u32::from(background), Ordering::Relaxed);
+        let huge_pages = os::env_u64(c"POOLMALLOC_HUGE_PAGES").unwrap_or(0) != 0;
+        HUGE_PAGES.store(u32::from(huge_pages), Ordering::Relaxed);
         delay = os::env_u64(c"POOLMALLOC_PURGE_DELAY_MS").unwrap_or(DEFAULT_PURGE_DELAY_MS).min(u64::MAX / 4);
         PURGE_DELAY_MS.store(delay, Ordering::Release);
     }
@@ -66,6 +73,7 @@ pub fn settings() -> Settings {
         purge_delay_ms: delay,
         large_cache_bytes: LARGE_CACHE_BYTES.load(Ordering::Relaxed),
         background: BACKGROUND.load(Ordering::Relaxed) != 0,
+        huge_pages: HUGE_PAGES.load(Ordering::Relaxed) != 0,
     }
 }
 
