@@ -43,10 +43,12 @@
 //! aligned to the largest power of two dividing its size (at most 16 KiB),
 //! because spans start on pool boundaries; an over-aligned request takes the
 //! smallest class that is both big enough and aligned enough. Spans join the
-//! fewest pools that hold 64 blocks (or as many as 4 pools hold, at least
-//! four) with at most 1/16 lost. Why 64: a heap allocates from one span per
-//! class while frees land in all of them, so small spans send a random-free
-//! workload down the slow paths often (see `size_class`).
+//! fewest pools that hold 64 blocks (or as many as 4 pools hold) for blocks
+//! up to 1 KiB, and at least four blocks above, with at most 1/16 lost. Why
+//! 64: a heap allocates from one span per class while frees land in all of
+//! them, so small spans send a random-free workload down the slow paths
+//! often. Why not above 1 KiB: there a long-lived block pins more memory
+//! (see `size_class`).
 //!
 //! ## Finding metadata from a pointer
 //! For a pool block: arena = `p & !(ARENA_SIZE - 1)`; pool number =
