@@ -274,6 +274,15 @@ unsafe fn refill_block(heap: &Heap, class: Class) -> *mut u8 {
 /// pool's counter to zero or below: a Full pool rejoins its class's
 /// available list; a pool that is not Active and has no block out goes back
 /// to its arena at once (pymalloc's rule), where it waits to be purged.
+///
+/// Keeping empty pools in the heap instead (mimalloc retires a page only
+/// after a while), to spare a batch-then-free program the arena lock and the
+/// carving, was tried: on compare/'s 100k-block batch of 8..512 bytes the
+/// allocation phase went from 1.4-1.5 ms to 2.3-2.6 ms. Refilling from a
+/// kept pool walks its free list in the random order of the frees, one
+/// dependent cache miss per block; carving a fresh pool writes it in address
+/// order, which the prefetcher follows. Callgrind: 13% fewer instructions and
+/// 61% fewer last-level write misses, but 15% more L1 read misses.
 #[cold]
 #[inline(never)]
 fn settle(heap: &Heap, pool: &Pool) {
