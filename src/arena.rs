@@ -80,8 +80,8 @@ struct Arenas {
     /// Free pools the purger holds while it purges them (off the free
     /// masks, in no heap); the census counts them as free.
     reserved_pools: usize,
-    /// Address space for arenas in a huge-page chunk, not yet handed out:
-    /// `[chunk_next, chunk_end)`.
+    /// Address space for arenas in the current chunk, not yet handed out:
+    /// `[chunk_next, chunk_end)` (see `map_arena_memory`).
     chunk_next: usize,
     chunk_end: usize,
 }
@@ -340,45 +340,51 @@ pub fn purge(now: u64, force: bool) -> Option<u64> {
     }
 }
 
-/// The heap size (in arenas) from which new arenas come from huge-page
-/// chunks, when `POOLMALLOC_HUGE_PAGES=1`.
+/// Arenas are mapped in chunks of this size (aligned to it: one transparent
+/// huge page) and handed out one at a time.
+const CHUNK_SIZE: usize = 2 << 20;
+/// The heap size (in arenas) from which new chunks are advised for
+/// transparent huge pages, when `POOLMALLOC_HUGE_PAGES=1`.
 const HUGE_PAGE_AFTER_ARENAS: usize = 64;
-/// A transparent huge page: arenas are cut from chunks of this size, aligned
-/// to it, once the heap is big.
-const HUGE_CHUNK_SIZE: usize = 2 << 20;
+const _: () = assert!(CHUNK_SIZE % ARENA_SIZE == 0);
 
-/// Address space for one more arena: a mapping of its own or, with
-/// `POOLMALLOC_HUGE_PAGES=1` once the program has `HUGE_PAGE_AFTER_ARENAS`
-/// arenas, a piece of a 2 MiB chunk advised for transparent huge pages.
+/// Address space for one more arena, cut from the current chunk; null if
+/// the OS has none.
 ///
-/// Why it is opt-in (measured on a 2-vCPU VM, THP in `madvise` mode): with
+/// Why chunks: every `mmap` and `munmap` takes the process's memory-map lock
+/// for writing, which stalls the page faults of every other thread, and an
+/// aligned arena of its own costs three such calls (a map and two trims),
+/// made under the arena lock. A chunk costs three per eight arenas. The
+/// statistics count an arena as mapped once handed out; the rest of the
+/// current chunk (at most 1.75 MiB of untouched address space) is not
+/// counted.
+///
+/// With `POOLMALLOC_HUGE_PAGES=1`, chunks mapped once the program has
+/// `HUGE_PAGE_AFTER_ARENAS` arenas are advised for transparent huge pages.
+/// Why that is opt-in (measured on a 2-vCPU VM, THP in `madvise` mode): with
 /// it, compare/'s batch of 100k blocks of 1..32 KiB (1.6 GiB, freed in random
 /// order) ran in 19-23 ms a round against 48-55 ms, as TLB misses went away
 /// (mimalloc, which maps huge pages, took 27). But the btree workload's peak
 /// RSS rose from 143.6 to 151.0 MiB (a chunk is resident whole once
 /// touched), and the idle workload's four threads took 1.3-2.3 s instead of
 /// 0.5-0.7 s to fill 1 GiB: each chunk's first fault clears 2 MiB (and may
-/// compact memory) while the arena lock is held. The statistics count an
-/// arena as mapped once handed out; the rest of its chunk (at most 1.75 MiB
-/// of address space) is not counted.
+/// compact memory) while the arena lock is held.
 fn map_arena_memory(arenas: &mut Arenas) -> *mut u8 {
-    if OS_COUNTERS.arena_count.load(Ordering::Relaxed) >= HUGE_PAGE_AFTER_ARENAS && decay::settings().huge_pages {
-        if arenas.chunk_next == arenas.chunk_end {
-            let chunk = os::map_aligned(HUGE_CHUNK_SIZE, HUGE_CHUNK_SIZE, 0);
-            if !chunk.is_null() {
-                // SAFETY: the fresh chunk is ours.
-                unsafe { os::advise_huge_pages(chunk, HUGE_CHUNK_SIZE) };
-                arenas.chunk_next = chunk as usize;
-                arenas.chunk_end = chunk as usize + HUGE_CHUNK_SIZE;
-            }
+    if arenas.chunk_next == arenas.chunk_end {
+        let chunk = os::map_aligned(CHUNK_SIZE, CHUNK_SIZE, 0);
+        if chunk.is_null() {
+            return chunk;
         }
-        if arenas.chunk_next != arenas.chunk_end {
-            let base = arenas.chunk_next;
-            arenas.chunk_next += ARENA_SIZE;
-            return base as *mut u8;
+        if OS_COUNTERS.arena_count.load(Ordering::Relaxed) >= HUGE_PAGE_AFTER_ARENAS && decay::settings().huge_pages {
+            // SAFETY: the fresh chunk is ours.
+            unsafe { os::advise_huge_pages(chunk, CHUNK_SIZE) };
         }
+        arenas.chunk_next = chunk as usize;
+        arenas.chunk_end = chunk as usize + CHUNK_SIZE;
     }
-    os::map_aligned(ARENA_SIZE, ARENA_SIZE, 0)
+    let base = arenas.chunk_next;
+    arenas.chunk_next += ARENA_SIZE;
+    base as *mut u8
 }
 
 fn map_arena(arenas: &mut Arenas) -> *mut Arena {
