@@ -14,8 +14,8 @@
 //!
 //! ## Glossary
 //! - **OS page**: the kernel's page, read at run time (`sysconf`).
-//! - **arena**: 256 KiB mapped from the OS, aligned to 256 KiB, so
-//!   `p & !(ARENA_SIZE - 1)` is its header. Pool 0 holds the header: the
+//! - **arena**: 256 KiB mapped from the OS (eight at a time, in 2 MiB
+//!   chunks), aligned to 256 KiB, so `p & !(ARENA_SIZE - 1)` is its header. Pool 0 holds the header: the
 //!   pool descriptors and the arena's free-pool mask. Only the header's first
 //!   page is touched; the rest of pool 0 costs address space, not memory.
 //! - **pool**: 16 KiB of an arena (pools 1..16) serving blocks of one class.
