@@ -325,30 +325,60 @@ fn unlink_available(heap: &Heap, pool: &Pool) {
     pool.prev_available.set(ptr::null_mut());
 }
 
-/// Blocks freed by this thread to another heap's pool, collected so that a
+/// Blocks freed by this thread to other heaps' pools, collected so that a
 /// run of frees to the same pool costs one CAS instead of one each (the
-/// pool's remote list is a cache line the owner also writes). Owner-only
-/// fields of the freeing thread's heap. At most `OUTBOX_BLOCKS` blocks wait
-/// here, still counted as out in their pool, until the thread frees to
-/// another pool, fills the outbox, takes a slow path, calls `collect`, or
-/// exits.
+/// pool's remote list is a cache line the owner also writes). One entry per
+/// class, so frees that alternate between classes (a consumer freeing a
+/// producer's mixed-size blocks in order) still batch; with a single entry
+/// they flushed almost every block. Owner-only fields of the freeing
+/// thread's heap. An entry holds at most `OUTBOX_BLOCKS` blocks or
+/// `OUTBOX_BYTES`, still counted as out in their pool, until the thread frees
+/// a block of the same class to another pool, the entry fills, or the thread
+/// takes a slow path, calls `collect`, or exits.
 struct Outbox {
+    entries: [OutboxEntry; CLASS_COUNT],
+    /// Bit `c` set: entry `c` holds blocks.
+    in_use: Cell<u64>,
+}
+
+struct OutboxEntry {
     pool: Cell<*mut Pool>,
     head: Cell<*mut Block>,
     tail: Cell<*mut Block>,
     len: Cell<u32>,
 }
 
-/// Blocks an outbox holds before it is pushed.
-const OUTBOX_BLOCKS: u32 = 64;
+/// Blocks an outbox entry holds before it is pushed.
+const OUTBOX_BLOCKS: usize = 64;
+/// Bytes an outbox entry holds before it is pushed (at least one block).
+const OUTBOX_BYTES: usize = 32 << 10;
+const _: () = assert!(CLASS_COUNT <= 64, "the in-use mask is a u64");
+
+/// Per class, the blocks an outbox entry holds before it is pushed.
+const OUTBOX_CAPACITY: [u32; CLASS_COUNT] = {
+    let mut capacity = [0u32; CLASS_COUNT];
+    let mut c = 0;
+    while c < CLASS_COUNT {
+        let by_bytes = OUTBOX_BYTES / crate::size_class::class_size(c);
+        let blocks = if by_bytes < OUTBOX_BLOCKS { by_bytes } else { OUTBOX_BLOCKS };
+        capacity[c] = if blocks == 0 { 1 } else { blocks as u32 };
+        c += 1;
+    }
+    capacity
+};
 
 impl Outbox {
     const fn new() -> Self {
         Self {
-            pool: Cell::new(ptr::null_mut()),
-            head: Cell::new(ptr::null_mut()),
-            tail: Cell::new(ptr::null_mut()),
-            len: Cell::new(0),
+            entries: [const {
+                OutboxEntry {
+                    pool: Cell::new(ptr::null_mut()),
+                    head: Cell::new(ptr::null_mut()),
+                    tail: Cell::new(ptr::null_mut()),
+                    len: Cell::new(0),
+                }
+            }; CLASS_COUNT],
+            in_use: Cell::new(0),
         }
     }
 }
@@ -373,32 +403,46 @@ unsafe fn free_remote(pool: *mut Pool, p: *mut u8, size: Requested) {
     // SAFETY: a heap in CURRENT other than EMPTY_HEAP is this thread's.
     let heap = unsafe { &*heap };
     heap.counters.on_remote_free(size);
-    let outbox = &heap.outbox;
+    // SAFETY: `p` is live, so its pool is in use and its class fixed.
+    let class = unsafe { (*pool).class() };
+    let entry = &heap.outbox.entries[class];
     let block = p.cast::<Block>();
-    if outbox.pool.get() == pool && outbox.len.get() < OUTBOX_BLOCKS {
+    if entry.pool.get() == pool && entry.len.get() < OUTBOX_CAPACITY[class] {
         // SAFETY: the block is ours until pushed.
-        unsafe { (*block).next = outbox.head.get() };
-        outbox.head.set(block);
-        outbox.len.set(outbox.len.get() + 1);
+        unsafe { (*block).next = entry.head.get() };
+        entry.head.set(block);
+        entry.len.set(entry.len.get() + 1);
         return;
     }
-    flush_outbox(heap);
-    outbox.pool.set(pool);
-    outbox.head.set(block);
-    outbox.tail.set(block);
-    outbox.len.set(1);
+    flush_outbox_entry(heap, class);
+    entry.pool.set(pool);
+    entry.head.set(block);
+    entry.tail.set(block);
+    entry.len.set(1);
+    heap.outbox.in_use.set(heap.outbox.in_use.get() | 1 << class);
 }
 
-/// Pushes the outbox's blocks to their pool.
-fn flush_outbox(heap: &Heap) {
-    let outbox = &heap.outbox;
-    if outbox.len.get() == 0 {
+/// Pushes the blocks of outbox entry `class` to their pool.
+fn flush_outbox_entry(heap: &Heap, class: Class) {
+    let entry = &heap.outbox.entries[class];
+    if entry.len.get() == 0 {
         return;
     }
-    // SAFETY: the outbox holds a chain of live blocks of its pool.
-    unsafe { push_remote_chain(&*outbox.pool.get(), outbox.head.get(), outbox.tail.get()) };
-    outbox.pool.set(ptr::null_mut());
-    outbox.len.set(0);
+    // SAFETY: the entry holds a chain of live blocks of its pool.
+    unsafe { push_remote_chain(&*entry.pool.get(), entry.head.get(), entry.tail.get()) };
+    entry.pool.set(ptr::null_mut());
+    entry.len.set(0);
+    heap.outbox.in_use.set(heap.outbox.in_use.get() & !(1 << class));
+}
+
+/// Pushes every block in the outbox to its pool.
+fn flush_outbox(heap: &Heap) {
+    let mut in_use = heap.outbox.in_use.get();
+    while in_use != 0 {
+        let class = in_use.trailing_zeros() as Class;
+        in_use &= in_use - 1;
+        flush_outbox_entry(heap, class);
+    }
 }
 
 /// Pushes a chain of blocks to their pool's remote list; the push that makes

@@ -161,11 +161,12 @@
 //! list. A block on a remote list still counts as out, so its pool cannot be
 //! retired (and its owner cannot change) while a remote free is under way.
 //! The `remote` module holds this protocol's code. A thread with a heap
-//! batches: consecutive frees to the same foreign pool collect in its
-//! outbox (up to 64 blocks, owner-only) and go over with one CAS when the
-//! pool changes, the outbox fills, or the thread takes a slow path, calls
-//! [`collect`] or exits; producer/consumer programs then pay one contended
-//! CAS per run of blocks instead of one per block.
+//! batches: frees to the same foreign pool collect in its outbox (one entry
+//! per class, each up to 64 blocks or 32 KiB, owner-only) and go over with
+//! one CAS when the class's next remote free is to another pool, the entry
+//! fills, or the thread takes a slow path, calls [`collect`] or exits;
+//! producer/consumer programs then pay one contended CAS per run of blocks
+//! instead of one per block, even when consecutive blocks differ in size.
 //!
 //! ## Threads starting and exiting
 //! Heaps are records in allocator-owned memory, never freed. A thread's first
