@@ -360,7 +360,9 @@ const _: () = assert!(CHUNK_SIZE % ARENA_SIZE == 0);
 /// counted.
 ///
 /// With `POOLMALLOC_HUGE_PAGES=1`, chunks mapped once the program has
-/// `HUGE_PAGE_AFTER_ARENAS` arenas are advised for transparent huge pages.
+/// `HUGE_PAGE_AFTER_ARENAS` arenas are advised for transparent huge pages;
+/// all others are advised against them (`MADV_NOHUGEPAGE`), so arenas use
+/// small pages whatever the system-wide THP mode.
 /// Why that is opt-in (measured on a 2-vCPU VM, THP in `madvise` mode): with
 /// it, compare/'s batch of 100k blocks of 1..32 KiB (1.6 GiB, freed in random
 /// order) ran in 19-23 ms a round against 48-55 ms, as TLB misses went away
@@ -375,9 +377,17 @@ fn map_arena_memory(arenas: &mut Arenas) -> *mut u8 {
         if chunk.is_null() {
             return chunk;
         }
-        if OS_COUNTERS.arena_count.load(Ordering::Relaxed) >= HUGE_PAGE_AFTER_ARENAS && decay::settings().huge_pages {
-            // SAFETY: the fresh chunk is ours.
-            unsafe { os::advise_huge_pages(chunk, CHUNK_SIZE) };
+        // SAFETY: the fresh chunk is ours.
+        unsafe {
+            if OS_COUNTERS.arena_count.load(Ordering::Relaxed) >= HUGE_PAGE_AFTER_ARENAS && decay::settings().huge_pages
+            {
+                os::advise_huge_pages(chunk, CHUNK_SIZE);
+            } else {
+                // A chunk is one aligned huge page: where THP is "always",
+                // the first touch of an arena would make the whole 2 MiB
+                // resident. Small pages unless asked for.
+                os::advise_no_huge_pages(chunk, CHUNK_SIZE);
+            }
         }
         arenas.chunk_next = chunk as usize;
         arenas.chunk_end = chunk as usize + CHUNK_SIZE;

@@ -21,10 +21,12 @@
 //! - `POOLMALLOC_PURGE_DELAY_MS` (default 1000): how long memory stays unused
 //!   before it is returned;
 //! - `POOLMALLOC_LARGE_CACHE_MB` (default 64): the most bytes of freed large
-//!   mappings kept for reuse (0 disables the cache);
+//!   mappings kept for reuse in the shared cache (0 disables it and the
+//!   per-thread slots); each thread may also keep one mapping of up to half
+//!   that in its slot;
 //! - `POOLMALLOC_BACKGROUND_PURGE` (default 1): 0 disables the purger thread;
-//! - `POOLMALLOC_HUGE_PAGES` (default 0): 1 cuts arenas from 2 MiB chunks
-//!   advised for transparent huge pages once the heap passes 16 MiB.
+//! - `POOLMALLOC_HUGE_PAGES` (default 0): 1 advises the 2 MiB chunks arenas
+//!   are cut from for transparent huge pages once the heap passes 16 MiB.
 
 use crate::os;
 use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -106,8 +108,9 @@ const UNAVAILABLE: u32 = 3;
 /// already running (one load).
 #[inline]
 pub fn note_dirty() {
-    // The purger is usually already awake (or absent): one load.
-    if !matches!(PURGER.load(Ordering::Acquire), RUNNING | UNAVAILABLE) {
+    // The purger is usually already awake (or absent): one load. SeqCst (a
+    // plain load on x86) pairs with `purger_begin_pass`; see `LargeSlot::put`.
+    if !matches!(PURGER.load(Ordering::SeqCst), RUNNING | UNAVAILABLE) {
         wake_purger();
     }
 }
@@ -141,10 +144,12 @@ pub fn purge_inline() -> bool {
 
 /// The purger is about to look at everything dirty. Called before its pass:
 /// memory made dirty after this call finds the purger IDLE and wakes it, and
-/// memory made dirty before it is seen by the pass, because both sides take
-/// the same lock (the arena or cache lock) between their store and load.
+/// memory made dirty before it is seen by the pass: for arenas and the shared
+/// cache because both sides take the same lock between their store and load;
+/// for the heaps' large slots, which take no lock, because the slot's store,
+/// this store and both loads are SeqCst.
 pub fn purger_begin_pass() {
-    PURGER.store(IDLE, Ordering::Release);
+    PURGER.store(IDLE, Ordering::SeqCst);
 }
 
 /// After a pass: sleep until `deadline_ms` if some dirty memory is not yet

@@ -620,6 +620,9 @@ unsafe extern "C" fn thread_exit(value: *mut c_void) {
     flush_outbox(h);
     take_pending(h);
     sweep(h);
+    // The next thread to adopt the heap may never free a large block; the
+    // shared cache ages the mapping even without a background purger.
+    large::release_slot(&h.large_slot);
     IDLE.release(heap);
     // A free pushed since take_pending may have seen the heap live, and so
     // not woken the purger: wake it for that.
@@ -778,7 +781,8 @@ unsafe extern "C" fn fork_parent() {
 unsafe extern "C" fn fork_child() {
     // SAFETY: taken in fork_prepare by the thread that is the child's only
     // thread. Heaps of the parent's other threads stay owned by threads that
-    // do not exist here; their memory is not reused in the child.
+    // do not exist here; their pools are not reused in the child (their
+    // large slots are: the purger steals those).
     unsafe { fork_parent() };
     // The purger thread did not survive the fork.
     decay::reset_after_fork();

@@ -18,7 +18,7 @@
 //!
 //! In front of that shared cache each heap keeps one freed mapping of its
 //! own, a [`LargeSlot`]: a thread that frees and allocates large blocks in
-//! turn reuses its mapping with one atomic swap and no lock. The shared path
+//! turn reuses its mapping with two atomic swaps and no lock. The shared path
 //! took 253 instructions and nine atomic read-modify-writes per 1 MiB pair
 //! (the lock twice, the process-wide counters seven times), which left the
 //! pair behind glibc's, whose single-threaded path takes no atomics. A slot
@@ -155,7 +155,8 @@ unsafe fn write_header(block: *mut u8, base: usize, map_size: usize) {
     }
 }
 
-/// Frees a large block: its mapping goes to the cache, or back to the OS.
+/// Frees a large block: its mapping goes to the thread's slot if empty, else
+/// to the shared cache, or back to the OS.
 ///
 /// # Safety
 /// `block` was returned by [`alloc`] or [`realloc`] and not freed since.
@@ -183,8 +184,8 @@ pub unsafe fn free(block: *mut u8) {
 }
 
 /// A heap's one freed mapping (see the module docs). The owner puts into an
-/// empty slot with a plain store and takes with a swap; the purger steals
-/// with a swap. The mapping's size is kept in its own first word (never part
+/// empty slot and takes with a swap each (the put's is SeqCst, for the
+/// purger's wake-up); the purger steals with a swap. The mapping's size is kept in its own first word (never part
 /// of a block: blocks start at least `MIN_OFFSET` in), so whoever wins the
 /// swap reads the size that goes with the base it won.
 pub struct LargeSlot {
@@ -197,7 +198,6 @@ pub struct LargeSlot {
 }
 
 impl LargeSlot {
-    #[cfg(not(all(test, loom)))]
     pub const fn new() -> Self {
         Self { base: AtomicUsize::new(0), map_size: AtomicUsize::new(0), hits: AtomicUsize::new(0) }
     }
@@ -245,14 +245,20 @@ impl LargeSlot {
         unsafe { *(base as *mut usize) = map_size };
         self.map_size.store(map_size, Ordering::Relaxed);
         // Only the owner makes the slot non-empty, so no one raced us to it.
-        self.base.store(base, Ordering::Release);
+        // SeqCst, as is the purger's load in `steal` and both sides of the
+        // purger state (`note_dirty`, `purger_begin_pass`): either the purger
+        // sees this mapping in its pass, or this thread sees it IDLE and wakes
+        // it. With Release/Acquire both could miss (store buffering), and a
+        // purger asleep without a deadline would never return the mapping.
+        self.base.swap(base, Ordering::SeqCst);
         decay::note_dirty();
         true
     }
 
     /// Takes the slot's mapping whoever owns the slot: `(base, map_size)`.
     fn steal(&self) -> Option<(usize, usize)> {
-        if self.base.load(Ordering::Relaxed) == 0 {
+        // SeqCst: see `put`.
+        if self.base.load(Ordering::SeqCst) == 0 {
             return None;
         }
         let base = self.base.swap(0, Ordering::Acquire);
@@ -262,7 +268,7 @@ impl LargeSlot {
 
     /// For the statistics: the bytes the slot holds now (0 or one mapping's
     /// size, possibly a moment old) and the allocations it served.
-    pub fn read(&self) -> (usize, usize) {
+    fn read(&self) -> (usize, usize) {
         let held = if self.base.load(Ordering::Acquire) != 0 { self.map_size.load(Ordering::Relaxed) } else { 0 };
         (held, self.hits.load(Ordering::Relaxed))
     }
@@ -271,17 +277,55 @@ impl LargeSlot {
 /// Moves every heap's slot mapping into the shared cache (or unmaps it if
 /// the cache is full), where the purge delay applies to it.
 fn steal_slots() {
+    crate::heap::for_each_large_slot(release_slot);
+}
+
+/// Moves `slot`'s mapping, if any, into the shared cache, or unmaps it if the
+/// cache has no room. The swap and the counter move happen under the cache
+/// lock, so [`counts`] never sees the mapping in both places or in neither,
+/// and a fork never splits them.
+pub fn release_slot(slot: &LargeSlot) {
+    let mut cache = CACHE.0.lock();
+    let Some((base, map_size)) = slot.steal() else {
+        return;
+    };
+    let budget = decay::large_cache_bytes();
+    if cache.len < CACHE_SLOTS && cache.bytes + map_size <= budget && map_size <= budget / 2 {
+        let len = cache.len;
+        cache.entries[len] = Cached { base, map_size, freed_at: UNSTAMPED };
+        cache.len += 1;
+        cache.bytes += map_size;
+        OS_COUNTERS.large_cached(map_size);
+        drop(cache);
+        decay::note_dirty();
+        return;
+    }
+    OS_COUNTERS.large_unmapped(map_size);
+    drop(cache);
+    // SAFETY: the whole mapping, no longer in any slot or list.
+    unsafe { os::unmap(base as *mut u8, map_size) };
+}
+
+/// The large-allocation totals for the statistics, with the heaps' slot
+/// mappings moved from live to cached: `(large_count, large_bytes,
+/// cache_bytes, cache_hits)`. Read under the cache lock, which every move
+/// between a slot and the counters takes (see [`release_slot`]).
+pub fn counts() -> (usize, usize, usize, usize) {
+    let _cache = CACHE.0.lock();
+    let (mut slot_bytes, mut slot_count, mut slot_hits) = (0, 0, 0);
     crate::heap::for_each_large_slot(|slot| {
-        if let Some((base, map_size)) = slot.steal() {
-            if CACHE.insert(base, map_size, UNSTAMPED) {
-                OS_COUNTERS.large_cached(map_size);
-            } else {
-                // SAFETY: the whole mapping, unused.
-                unsafe { os::unmap(base as *mut u8, map_size) };
-                OS_COUNTERS.large_unmapped(map_size);
-            }
-        }
+        let (held, hits) = slot.read();
+        slot_bytes += held;
+        slot_count += usize::from(held != 0);
+        slot_hits += hits;
     });
+    let c = &OS_COUNTERS;
+    (
+        c.large_count.load(Ordering::Relaxed).saturating_sub(slot_count),
+        c.large_bytes.load(Ordering::Relaxed).saturating_sub(slot_bytes),
+        c.large_cache_bytes.load(Ordering::Relaxed) + slot_bytes,
+        c.large_cache_hits.load(Ordering::Relaxed) + slot_hits,
+    )
 }
 
 /// A freed mapping kept for reuse.
@@ -396,16 +440,6 @@ impl Cache {
         cache.bytes += map_size;
         decay::note_dirty();
         cache
-    }
-
-    /// Adds an entry if it fits the budget, without the inline purge `put`
-    /// may run (for the purge itself).
-    fn insert(&self, base: usize, map_size: usize, freed_at: u64) -> bool {
-        if map_size > decay::large_cache_bytes() / 2 {
-            return false;
-        }
-        drop(self.add(base, map_size, freed_at));
-        true
     }
 }
 

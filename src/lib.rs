@@ -109,11 +109,12 @@
 //! Arenas are 4 KiB-paged by default. On a big heap freed in random order
 //! that costs TLB misses: a 1.6 GiB batch of 1..32 KiB blocks ran 2.3x slower
 //! than with huge pages, and mimalloc, which maps huge pages, beat it.
-//! `POOLMALLOC_HUGE_PAGES=1` cuts arenas from 2 MiB chunks advised for
-//! transparent huge pages once the heap passes 16 MiB. It is off by default
-//! because a chunk becomes resident whole (btree's peak RSS +5%) and its first
-//! fault clears 2 MiB under the arena lock (a 4-thread fill of 1 GiB took
-//! twice as long); see `arena::map_arena_memory`.
+//! `POOLMALLOC_HUGE_PAGES=1` advises the 2 MiB chunks arenas are cut from
+//! for transparent huge pages once the heap passes 16 MiB (otherwise they
+//! are advised against them, whatever the system's THP mode). It is off by
+//! default because a chunk becomes resident whole (btree's peak RSS +5%) and
+//! its first fault clears 2 MiB under the arena lock (a 4-thread fill of
+//! 1 GiB took twice as long); see `arena::map_arena_memory`.
 //!
 //! Purging runs in a background thread, started by `pthread_create` the first
 //! time memory becomes dirty. It sleeps on a futex while nothing is dirty, so
@@ -199,12 +200,14 @@
 //!
 //! In front of the cache, each heap keeps one freed mapping of its own (its
 //! *large slot*): a thread that frees and allocates large blocks in turn
-//! reuses it with one atomic swap, no lock and no shared counter. Through the
-//! shared cache a 1 MiB pair took 253 instructions and nine atomic
+//! reuses it with two atomic swaps, no lock and no shared counter. Through
+//! the shared cache a 1 MiB pair took 253 instructions and nine atomic
 //! read-modify-writes and ran 1% behind glibc (19.9 against 19.7 ns); through
-//! the slot it takes 161 instructions and one, 9.1 ns against glibc's 19.3.
-//! The purger steals every slot on each pass, so a mapping a sleeping thread
-//! holds is unmapped after the purge delay like any cached one.
+//! the slot it takes 161 instructions and two, 9.3 ns against glibc's 19.2.
+//! The purger moves every slot's mapping to the shared cache on each pass, so
+//! a mapping a sleeping thread holds is unmapped within about two purge
+//! delays. (The put's swap is SeqCst: with a plain store, the purger could
+//! miss the mapping while the thread missed waking it, and sleep for good.)
 //!
 //! ## Instrumentation
 //! With the feature `stats`, each heap counts per class its allocations,

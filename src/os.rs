@@ -321,3 +321,15 @@ pub unsafe fn advise_huge_pages(p: *mut u8, size: usize) {
         libc::madvise(p.cast(), size, libc::MADV_HUGEPAGE);
     }
 }
+
+/// Asks the kernel not to back `[p, p + size)` with transparent huge pages,
+/// even when THP is enabled system-wide ("always"). Errors are ignored.
+///
+/// # Safety
+/// The range is page-aligned and mapped by the caller.
+pub unsafe fn advise_no_huge_pages(p: *mut u8, size: usize) {
+    // SAFETY: advice on memory the caller owns; it changes no contents.
+    unsafe {
+        libc::madvise(p.cast(), size, libc::MADV_NOHUGEPAGE);
+    }
+}

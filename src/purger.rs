@@ -3,7 +3,8 @@
 //! idle gets its RSS back without calling anything (see [`decay`]).
 //!
 //! Each pass takes back blocks freed to the heaps of exited threads (and
-//! returns their unused pools), then purges quiet arenas and expired cached
+//! returns their unused pools), then purges quiet arenas, moves every
+//! heap's large slot into the shared cache, and unmaps expired cached
 //! mappings. Between passes it sleeps until the oldest dirty memory comes
 //! due, or, when nothing is dirty, on a futex until something is.
 
