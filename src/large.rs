@@ -98,13 +98,12 @@ pub fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     }
     if align <= page
         && let Some(slot) = crate::heap::current_or_new_large_slot()
-        && let Some(base) = slot.take(map_size)
+        && let Some((base, cached_size)) = slot.take(map_size)
     {
         // SAFETY: the slot's mapping is now ours, page-aligned, and fits
         // `map_size` (so `offset < map_size`); `align <= page` keeps the
-        // block aligned. Its size sits in its first word.
+        // block aligned.
         unsafe {
-            let cached_size = *(base as *const usize);
             let block = (base as *mut u8).add(offset);
             write_header(block, base, cached_size);
             if zeroed {
@@ -174,10 +173,20 @@ pub unsafe fn free(block: *mut u8) {
     {
         return;
     }
+    // SAFETY: the block's whole mapping, no longer used.
+    unsafe { cache_or_unmap(base, map_size) };
+}
+
+/// Puts a freed mapping, counted as a live large allocation until now, into
+/// the shared cache, or unmaps it if the cache does not take it.
+///
+/// # Safety
+/// `[base, base + map_size)` is a whole mapping of ours, no longer used.
+unsafe fn cache_or_unmap(base: usize, map_size: usize) {
     if CACHE.put(base, map_size) {
         OS_COUNTERS.large_cached(map_size);
     } else {
-        // SAFETY: the block's whole mapping, no longer used.
+        // SAFETY: forwarded from the caller.
         unsafe { os::unmap(base as *mut u8, map_size) };
         OS_COUNTERS.large_unmapped(map_size);
     }
@@ -185,9 +194,10 @@ pub unsafe fn free(block: *mut u8) {
 
 /// A heap's one freed mapping (see the module docs). The owner puts into an
 /// empty slot and takes with a swap each (the put's is SeqCst, for the
-/// purger's wake-up); the purger steals with a swap. The mapping's size is kept in its own first word (never part
-/// of a block: blocks start at least `MIN_OFFSET` in), so whoever wins the
-/// swap reads the size that goes with the base it won.
+/// purger's wake-up); the purger steals with a swap. The mapping's size is
+/// kept in its own first word (never part of a block: blocks start at least
+/// `MIN_OFFSET` in), so whoever wins the swap reads the size that goes with
+/// the base it won.
 pub struct LargeSlot {
     /// The mapping's base, or 0 when empty.
     base: AtomicUsize,
@@ -202,10 +212,10 @@ impl LargeSlot {
         Self { base: AtomicUsize::new(0), map_size: AtomicUsize::new(0), hits: AtomicUsize::new(0) }
     }
 
-    /// The slot's mapping if it fits a block needing `map_size` bytes (at
-    /// most a quarter bigger). A mapping that does not fit goes to the
-    /// shared cache. Owner only.
-    fn take(&self, map_size: usize) -> Option<usize> {
+    /// The slot's mapping, `(base, map_size)`, if it fits a block needing
+    /// `map_size` bytes (at most a quarter bigger). A mapping that does not
+    /// fit goes to the shared cache. Owner only.
+    fn take(&self, map_size: usize) -> Option<(usize, usize)> {
         // Look before swapping: a miss then costs no atomic write.
         if self.base.load(Ordering::Relaxed) == 0 {
             return None;
@@ -218,16 +228,11 @@ impl LargeSlot {
         let cached = unsafe { *(base as *const usize) };
         if cached >= map_size && cached - map_size <= map_size / 4 {
             self.hits.store(self.hits.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-            return Some(base);
+            return Some((base, cached));
         }
-        // Counted as a live large allocation while in the slot.
-        if CACHE.put(base, cached) {
-            OS_COUNTERS.large_cached(cached);
-        } else {
-            // SAFETY: the whole mapping, unused.
-            unsafe { os::unmap(base as *mut u8, cached) };
-            OS_COUNTERS.large_unmapped(cached);
-        }
+        // SAFETY: the whole mapping, unused (and counted as live while in
+        // the slot).
+        unsafe { cache_or_unmap(base, cached) };
         None
     }
 
@@ -291,10 +296,7 @@ pub fn release_slot(slot: &LargeSlot) {
     };
     let budget = decay::large_cache_bytes();
     if cache.len < CACHE_SLOTS && cache.bytes + map_size <= budget && map_size <= budget / 2 {
-        let len = cache.len;
-        cache.entries[len] = Cached { base, map_size, freed_at: UNSTAMPED };
-        cache.len += 1;
-        cache.bytes += map_size;
+        cache.push(Cached { base, map_size, freed_at: UNSTAMPED });
         OS_COUNTERS.large_cached(map_size);
         drop(cache);
         decay::note_dirty();
@@ -354,6 +356,14 @@ struct MappingCache {
 }
 
 impl MappingCache {
+    /// Adds an entry; the caller made room.
+    fn push(&mut self, entry: Cached) {
+        let len = self.len;
+        self.entries[len] = entry;
+        self.len += 1;
+        self.bytes += entry.map_size;
+    }
+
     /// Takes entry `i` out (the last entry moves into its place).
     fn remove(&mut self, i: usize) -> Cached {
         let entry = self.entries[i];
@@ -412,7 +422,12 @@ impl Cache {
         // clock read on this path (it costs as much as the rest of a free).
         let inline = decay::purge_inline();
         let now = if inline { decay::now_ms() } else { UNSTAMPED };
-        let mut cache = self.add(base, map_size, now);
+        let mut cache = self.0.lock();
+        while cache.len == CACHE_SLOTS || cache.bytes + map_size > budget {
+            cache = evict_oldest(cache);
+        }
+        cache.push(Cached { base, map_size, freed_at: now });
+        decay::note_dirty();
         let purge_now = inline && cache.inline_purge_due <= now;
         if purge_now {
             cache.inline_purge_due = now.saturating_add(settings.purge_delay_ms / 2);
@@ -422,24 +437,6 @@ impl Cache {
             purge(now, false);
         }
         true
-    }
-}
-
-impl Cache {
-    /// Adds an entry stamped `freed_at`, evicting older ones to make room;
-    /// returns the lock, still held. The caller checked the budget.
-    fn add(&self, base: usize, map_size: usize, freed_at: u64) -> SpinGuard<'_, MappingCache> {
-        let budget = decay::large_cache_bytes();
-        let mut cache = self.0.lock();
-        while cache.len == CACHE_SLOTS || cache.bytes + map_size > budget {
-            cache = evict_oldest(cache);
-        }
-        let len = cache.len;
-        cache.entries[len] = Cached { base, map_size, freed_at };
-        cache.len += 1;
-        cache.bytes += map_size;
-        decay::note_dirty();
-        cache
     }
 }
 
