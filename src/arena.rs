@@ -17,7 +17,7 @@ use crate::decay;
 use crate::os;
 use crate::pool::Pool;
 use crate::size_class::{self, Class};
-use crate::sync::{AtomicPtr, AtomicU64, Ordering, SpinLock};
+use crate::sync::{AtomicPtr, AtomicU64, Lock, Ordering};
 use core::cell::Cell;
 use core::ptr;
 
@@ -89,7 +89,7 @@ struct Arenas {
 // SAFETY: the raw pointers are only followed under the lock.
 unsafe impl Send for Arenas {}
 
-static ARENAS: SpinLock<Arenas> = SpinLock::new(Arenas {
+static ARENAS: Lock<Arenas> = Lock::new(Arenas {
     buckets: [ptr::null_mut(); USABLE_POOLS + 1],
     inline_purge_due: 0,
     reserved_pools: 0,

@@ -20,7 +20,7 @@ use crate::os;
 use crate::pool::{Block, Pool, PoolState};
 use crate::remote::PendingList;
 use crate::size_class::{CLASS_COUNT, Class};
-use crate::sync::{AtomicBool, AtomicPtr, Ordering, SpinLock};
+use crate::sync::{AtomicBool, AtomicPtr, Lock, Ordering};
 use core::cell::Cell;
 use core::ffi::c_void;
 use core::ptr;
@@ -99,7 +99,7 @@ static EMPTY_HEAP: Heap = Heap::new();
 /// the middle of setting one up, or after it was handed back at thread
 /// exit). Guarded by `SHARED_LOCK`.
 static SHARED_HEAP: Heap = Heap::new();
-static SHARED_LOCK: SpinLock<()> = SpinLock::new(());
+static SHARED_LOCK: Lock<()> = Lock::new(());
 
 /// Where the calling thread is in its life with a heap.
 const PHASE_NEW: u8 = 0;
@@ -643,13 +643,10 @@ struct IdleHeaps {
 // SAFETY: the pointers are only followed under the lock.
 unsafe impl Send for IdleHeaps {}
 
-struct IdleList(SpinLock<IdleHeaps>);
+struct IdleList(Lock<IdleHeaps>);
 
-static IDLE: IdleList = IdleList(SpinLock::new(IdleHeaps {
-    head: ptr::null_mut(),
-    chunk_next: ptr::null_mut(),
-    chunk_end: ptr::null_mut(),
-}));
+static IDLE: IdleList =
+    IdleList(Lock::new(IdleHeaps { head: ptr::null_mut(), chunk_next: ptr::null_mut(), chunk_end: ptr::null_mut() }));
 
 /// Heap records are cut from mappings of this size.
 const HEAP_CHUNK_SIZE: usize = 64 << 10;

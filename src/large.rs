@@ -31,7 +31,7 @@
 use crate::counters::OS_COUNTERS;
 use crate::decay;
 use crate::os;
-use crate::sync::{AtomicUsize, Ordering, SpinGuard, SpinLock};
+use crate::sync::{AtomicUsize, Lock, LockGuard, Ordering};
 use core::ptr;
 
 #[repr(C)]
@@ -374,9 +374,9 @@ impl MappingCache {
     }
 }
 
-struct Cache(SpinLock<MappingCache>);
+struct Cache(Lock<MappingCache>);
 
-static CACHE: Cache = Cache(SpinLock::new(MappingCache {
+static CACHE: Cache = Cache(Lock::new(MappingCache {
     entries: [Cached { base: 0, map_size: 0, freed_at: 0 }; CACHE_SLOTS],
     len: 0,
     bytes: 0,
@@ -443,7 +443,7 @@ impl Cache {
 /// Unmaps the oldest cached mapping (with the lock dropped for the system
 /// call) and returns the lock again.
 #[cold]
-fn evict_oldest(mut cache: SpinGuard<'_, MappingCache>) -> SpinGuard<'_, MappingCache> {
+fn evict_oldest(mut cache: LockGuard<'_, MappingCache>) -> LockGuard<'_, MappingCache> {
     // Unstamped entries are the newest.
     let oldest = (0..cache.len).min_by_key(|&i| cache.entries[i].freed_at).unwrap_or(0);
     let victim = cache.remove(oldest);

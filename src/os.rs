@@ -107,14 +107,6 @@ pub unsafe fn remap(p: *mut u8, old_size: usize, new_size: usize) -> *mut u8 {
     if q == libc::MAP_FAILED { ptr::null_mut() } else { q.cast() }
 }
 
-/// Gives up the CPU while spinning on a lock.
-pub fn yield_now() {
-    // SAFETY: sched_yield has no preconditions.
-    unsafe {
-        libc::sched_yield();
-    }
-}
-
 /// A pthread key whose destructor runs at thread exit.
 pub struct ThreadExitKey(AtomicUsize);
 

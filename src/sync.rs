@@ -10,62 +10,77 @@ pub use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Atomic
 pub use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 use core::cell::UnsafeCell;
+use core::hint::spin_loop;
 #[cfg(not(all(test, loom)))]
-use {crate::os::yield_now, core::hint::spin_loop};
-// A loom thread that spins must hand control to the model's scheduler, or
-// the model never ends.
+use core::sync::atomic::AtomicU32 as LockWord;
 #[cfg(all(test, loom))]
-use loom::{hint::spin_loop, thread::yield_now};
+use loom::sync::atomic::AtomicU32 as LockWord;
 
-/// A test-and-test-and-set spin lock for slow paths (arena lists, the idle
-/// heap list, the shared heap). Never taken on a fast path. It backs off with
-/// `sched_yield`, so a holder preempted on this 2-core class of machine does
-/// not burn the other core.
-pub struct SpinLock<T> {
-    locked: AtomicBool,
+/// The lock word's states (Drepper's "futexes are tricky", mutex 2).
+const UNLOCKED: u32 = 0;
+const LOCKED: u32 = 1;
+/// Locked, and a thread may be asleep waiting for it.
+const CONTENDED: u32 = 2;
+/// Spins before a waiter sleeps: long enough to ride out a short critical
+/// section on the other core, short enough not to burn a time slice.
+#[cfg(not(all(test, loom)))]
+const SPINS: u32 = 100;
+/// Under loom every spin is a step the model explores.
+#[cfg(all(test, loom))]
+const SPINS: u32 = 1;
+
+/// A mutex for slow paths (arena lists, the idle heap list, the shared
+/// heap, the large-mapping cache). Never taken on a fast path. A waiter
+/// spins briefly, then sleeps on a futex. Why not spin and `sched_yield`:
+/// a holder can take a page fault inside (the first touch of a huge page
+/// clears 2 MiB), and on a 2-core machine yielding waiters kept stealing
+/// the holder's core: four threads filling 1 GiB spent 5 s of system time
+/// in `sched_yield` (82,000 calls) to do 0.2 s of work.
+pub struct Lock<T> {
+    state: LockWord,
     value: UnsafeCell<T>,
 }
 
 // SAFETY: the lock serialises every access to `value`.
-unsafe impl<T: Send> Sync for SpinLock<T> {}
+unsafe impl<T: Send> Sync for Lock<T> {}
 
-impl<T> SpinLock<T> {
+impl<T> Lock<T> {
     /// An unlocked lock holding `value`.
     #[cfg(not(all(test, loom)))]
     pub const fn new(value: T) -> Self {
-        Self { locked: AtomicBool::new(false), value: UnsafeCell::new(value) }
+        Self { state: LockWord::new(UNLOCKED), value: UnsafeCell::new(value) }
     }
 
     /// An unlocked lock holding `value` (loom's atomics have no `const fn`).
     #[cfg(all(test, loom))]
     pub fn new(value: T) -> Self {
-        Self { locked: AtomicBool::new(false), value: UnsafeCell::new(value) }
+        Self { state: LockWord::new(UNLOCKED), value: UnsafeCell::new(value) }
     }
 
     /// Takes the lock; the guard releases it.
     #[inline]
-    pub fn lock(&self) -> SpinGuard<'_, T> {
-        if self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+    pub fn lock(&self) -> LockGuard<'_, T> {
+        if self.state.compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed).is_err() {
             self.lock_contended();
         }
-        SpinGuard { lock: self }
+        LockGuard { lock: self }
     }
 
     #[cold]
     fn lock_contended(&self) {
-        let mut spins = 0u32;
-        loop {
-            while self.locked.load(Ordering::Relaxed) {
-                if spins < 64 {
-                    spin_loop();
-                    spins += 1;
-                } else {
-                    yield_now();
-                }
-            }
-            if self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+        for _ in 0..SPINS {
+            if self.state.load(Ordering::Relaxed) == UNLOCKED
+                && self.state.compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed).is_ok()
+            {
                 return;
             }
+            spin_loop();
+        }
+        // From here on the lock is taken as CONTENDED, never LOCKED: this
+        // thread cannot know whether others still sleep, so its unlock must
+        // wake one.
+        while self.state.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
+            wait_while_contended(&self.state);
         }
     }
 
@@ -81,16 +96,42 @@ impl<T> SpinLock<T> {
     /// The lock is held by a forgotten guard of this thread (or, in a forked
     /// child, of the parent's forking thread).
     pub unsafe fn unlock_raw(&self) {
-        self.locked.store(false, Ordering::Release);
+        self.unlock();
+    }
+
+    fn unlock(&self) {
+        if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
+            wake_one(&self.state);
+        }
     }
 }
 
-/// Proof that a [`SpinLock`] is held.
-pub struct SpinGuard<'a, T> {
-    lock: &'a SpinLock<T>,
+#[cfg(not(all(test, loom)))]
+fn wait_while_contended(state: &LockWord) {
+    crate::os::futex_wait(state, CONTENDED, None);
 }
 
-impl<T> core::ops::Deref for SpinGuard<'_, T> {
+#[cfg(not(all(test, loom)))]
+fn wake_one(state: &LockWord) {
+    crate::os::futex_wake(state);
+}
+
+// Loom has no futex: a waiter hands control to the model's scheduler (or the
+// model never ends), and the wake has nothing to do.
+#[cfg(all(test, loom))]
+fn wait_while_contended(_state: &LockWord) {
+    loom::thread::yield_now();
+}
+
+#[cfg(all(test, loom))]
+fn wake_one(_state: &LockWord) {}
+
+/// Proof that a [`Lock`] is held.
+pub struct LockGuard<'a, T> {
+    lock: &'a Lock<T>,
+}
+
+impl<T> core::ops::Deref for LockGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
         // SAFETY: the guard holds the lock, so no other reference is live.
@@ -98,21 +139,15 @@ impl<T> core::ops::Deref for SpinGuard<'_, T> {
     }
 }
 
-impl<T> core::ops::DerefMut for SpinGuard<'_, T> {
+impl<T> core::ops::DerefMut for LockGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: the guard holds the lock, so no other reference is live.
         unsafe { &mut *self.lock.value.get() }
     }
 }
 
-impl<T> Drop for SpinGuard<'_, T> {
+impl<T> Drop for LockGuard<'_, T> {
     fn drop(&mut self) {
-        self.locked_store_release();
-    }
-}
-
-impl<T> SpinGuard<'_, T> {
-    fn locked_store_release(&self) {
-        self.lock.locked.store(false, Ordering::Release);
+        self.lock.unlock();
     }
 }

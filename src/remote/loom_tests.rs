@@ -7,7 +7,7 @@
 //! - [`remote_frees_to_an_exited_heap_wake_the_purger`]: the same, but the
 //!   purger's pass takes the record: no remote free is left behind unless the
 //!   purger is told to run again.
-//! - [`spin_lock_excludes`]: the crate's [`SpinLock`].
+//! - [`lock_excludes`]: the crate's [`Lock`].
 //! - [`purger_wake_up_is_never_lost`]: the purger's sleep/wake handshake.
 //!
 //! `heap.rs` and `decay.rs` need the OS, statics and thread-locals, so loom
@@ -25,7 +25,7 @@ use super::PendingList;
 use crate::config::POOL_SIZE;
 use crate::pool::Pool;
 use crate::size_class::{Class, class_blocks_per_span, class_of_size, class_size, class_span_pools};
-use crate::sync::{AtomicBool, AtomicUsize, Ordering, SpinLock};
+use crate::sync::{AtomicBool, AtomicUsize, Lock, Ordering};
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::AtomicU32;
 use loom::sync::{Arc, Condvar, Mutex};
@@ -314,8 +314,8 @@ fn remote_frees_come_back_exactly_once() {
 }
 
 /// The idle list of heap records: a copy of heap.rs's `IdleList` (its lock
-/// is the crate's SpinLock) holding at most our one record.
-struct IdleList(SpinLock<bool>);
+/// is the crate's Lock) holding at most our one record.
+struct IdleList(Lock<bool>);
 
 impl IdleList {
     /// Copy of `IdleList::release`.
@@ -359,7 +359,7 @@ impl IdleList {
 fn exited_heap_is_adopted() {
     model("exited_heap_is_adopted", || {
         let (world, mut held) = World::new(2);
-        let idle = Arc::new(IdleList(SpinLock::new(false)));
+        let idle = Arc::new(IdleList(Lock::new(false)));
         let given = [held[0], held[4]];
         held.retain(|b| !given.contains(b));
         let freer = {
@@ -402,7 +402,7 @@ fn exited_heap_is_adopted() {
 fn remote_frees_to_an_exited_heap_wake_the_purger() {
     model("remote_frees_to_an_exited_heap_wake_the_purger", || {
         let (world, mut held) = World::new(2);
-        let idle = Arc::new(IdleList(SpinLock::new(false)));
+        let idle = Arc::new(IdleList(Lock::new(false)));
         let given = [held[0], held[4]];
         held.retain(|b| !given.contains(b));
         let freer = {
@@ -436,14 +436,14 @@ fn remote_frees_to_an_exited_heap_wake_the_purger() {
     });
 }
 
-/// Two threads increment a counter under the crate's SpinLock, reading and
+/// Two threads increment a counter under the crate's Lock, reading and
 /// writing it in two steps: without mutual exclusion, or without the lock's
 /// Acquire/Release, an increment is lost or two holders meet inside. (With
 /// three, loom's scheduler can let two waiters yield to each other forever.)
 #[test]
-fn spin_lock_excludes() {
-    model("spin_lock_excludes", || {
-        let lock = Arc::new(SpinLock::new(()));
+fn lock_excludes() {
+    model("lock_excludes", || {
+        let lock = Arc::new(Lock::new(()));
         let counter = Arc::new(AtomicUsize::new(0));
         let inside = Arc::new(AtomicUsize::new(0));
         let increment = {
