@@ -1,6 +1,7 @@
 //! Arenas: 256 KiB regions mapped from the OS, aligned to their size, cut
-//! into 16 KiB pools. Pool 0 holds this header (the pool descriptors); pools
-//! 1..16 hold blocks. Spans of several pools serve the medium classes.
+//! into 16 KiB pools. The first 4 KiB of pool 0 hold this header (the pool
+//! descriptors); every pool holds blocks, a span that starts at pool 0 after
+//! the header. Spans of several pools serve the medium classes.
 //!
 //! All arena bookkeeping is behind one lock taken only on slow paths (a heap
 //! needing a fresh pool, or giving one back). Arenas are kept in buckets by
@@ -9,8 +10,8 @@
 //! arenas drain and can be unmapped.
 
 use crate::config::{
-    ADDRESS_BITS, ARENA_MASK, ARENA_SHIFT, ARENA_SIZE, ARENA_SPARES, FIRST_POOL, POOL_SHIFT, POOL_SIZE,
-    POOLS_PER_ARENA, USABLE_POOLS,
+    ADDRESS_BITS, ARENA_MASK, ARENA_SHIFT, ARENA_SIZE, ARENA_SPARES, HEADER_BYTES, POOL_SHIFT, POOL_SIZE,
+    POOLS_PER_ARENA,
 };
 use crate::counters::{HeapCounters, OS_COUNTERS};
 use crate::decay;
@@ -39,14 +40,18 @@ pub struct Arena {
     /// When a pool of this arena was last released (ms, monotonic): dirty
     /// pools are purged once the arena has been quiet for the purge delay.
     released_at: Cell<u64>,
+    /// The class of the span that starts at pool 0, or `NO_CLASS` (for the
+    /// stats: that span holds fewer blocks than its class's others).
+    header_span_class: Cell<u8>,
     /// Links in the bucket of arenas with the same number of free pools.
     prev: Cell<*mut Arena>,
     next: Cell<*mut Arena>,
 }
 
-const ALL_POOLS_FREE: u16 = (((1u32 << POOLS_PER_ARENA) - 1) as u16) & !((1u16 << FIRST_POOL) - 1);
+const ALL_POOLS_FREE: u16 = ((1u32 << POOLS_PER_ARENA) - 1) as u16;
+const NO_CLASS: u8 = u8::MAX;
 
-const _: () = assert!(core::mem::size_of::<Arena>() <= POOL_SIZE, "the arena header fits in pool 0");
+const _: () = assert!(core::mem::size_of::<Arena>() <= HEADER_BYTES, "the arena header fits before pool 0's blocks");
 
 impl Arena {
     fn free_count(&self) -> usize {
@@ -74,7 +79,7 @@ pub unsafe fn pool_of(p: *const u8) -> *mut Pool {
 /// The arena-level state behind the lock.
 struct Arenas {
     /// `buckets[n]`: arenas with exactly `n` free pools (doubly linked).
-    buckets: [*mut Arena; USABLE_POOLS + 1],
+    buckets: [*mut Arena; POOLS_PER_ARENA + 1],
     /// Without a background purger: when a slow path should purge next.
     inline_purge_due: u64,
     /// Free pools the purger holds while it purges them (off the free
@@ -90,7 +95,7 @@ struct Arenas {
 unsafe impl Send for Arenas {}
 
 static ARENAS: Lock<Arenas> = Lock::new(Arenas {
-    buckets: [ptr::null_mut(); USABLE_POOLS + 1],
+    buckets: [ptr::null_mut(); POOLS_PER_ARENA + 1],
     inline_purge_due: 0,
     reserved_pools: 0,
     chunk_next: 0,
@@ -125,15 +130,17 @@ impl Arenas {
         self.buckets[count] = arena;
     }
 
-    /// Finds the fullest arena with a run of `pools` free pools; returns it
-    /// and the first pool of the run.
-    fn find_run(&self, pools: usize) -> Option<(*mut Arena, usize)> {
-        for count in pools..=USABLE_POOLS {
+    /// Finds the fullest arena with a run of `pools` free pools (not
+    /// starting at pool 0 unless `from_header`); returns it and the first
+    /// pool of the run.
+    fn find_run(&self, pools: usize, from_header: bool) -> Option<(*mut Arena, usize)> {
+        let usable = if from_header { ALL_POOLS_FREE } else { ALL_POOLS_FREE & !1 };
+        for count in pools..=POOLS_PER_ARENA {
             let mut arena = self.buckets[count];
             while !arena.is_null() {
                 // SAFETY: linked arenas are live headers.
                 let a = unsafe { &*arena };
-                if let Some(first) = find_free_run(a.free_mask.get(), pools) {
+                if let Some(first) = find_free_run(a.free_mask.get() & usable, pools) {
                     return Some((arena, first));
                 }
                 arena = a.next.get();
@@ -161,16 +168,17 @@ fn run_mask(first: usize, pools: usize) -> u16 {
 /// up under the arena lock, so a census always agrees with it. Slow path.
 pub fn acquire_pool(class: Class, owner: usize, counters: &HeapCounters) -> *mut Pool {
     let pools = size_class::class_span_pools(class);
+    let header_blocks = size_class::class_blocks_per_header_span(class);
     let mut arenas = ARENAS.lock();
-    let (arena, first) = match arenas.find_run(pools) {
+    let (arena, first) = match arenas.find_run(pools, header_blocks != 0) {
         Some(found) => found,
         None => {
             let arena = map_arena(&mut arenas);
             if arena.is_null() {
                 return ptr::null_mut();
             }
-            arenas.link(arena, USABLE_POOLS);
-            (arena, FIRST_POOL)
+            arenas.link(arena, POOLS_PER_ARENA);
+            (arena, usize::from(header_blocks == 0))
         }
     };
     // SAFETY: `arena` is a live header and the lock is held.
@@ -182,6 +190,9 @@ pub fn acquire_pool(class: Class, owner: usize, counters: &HeapCounters) -> *mut
     let reused_dirty = a.dirty_mask.get() & run;
     a.dirty_mask.set(a.dirty_mask.get() & !run);
     arenas.link(arena, before - pools);
+    if first == 0 {
+        a.header_span_class.set(class as u8);
+    }
     counters.on_pool_acquired(class);
     drop(arenas);
     OS_COUNTERS.dirty_pools_reused(reused_dirty.count_ones() as usize * POOL_SIZE);
@@ -190,8 +201,12 @@ pub fn acquire_pool(class: Class, owner: usize, counters: &HeapCounters) -> *mut
     for i in first..first + pools {
         a.span_head[i].set(offset as u16);
     }
-    let start = (arena as usize + first * POOL_SIZE) as *mut u8;
-    pool.init(class, start, owner);
+    let (start, blocks) = if first == 0 {
+        (arena as usize + HEADER_BYTES, header_blocks)
+    } else {
+        (arena as usize + first * POOL_SIZE, size_class::class_blocks_per_span(class))
+    };
+    pool.init(class, start as *mut u8, blocks, owner);
     ptr::from_ref(pool).cast_mut()
 }
 
@@ -224,6 +239,9 @@ pub unsafe fn release_pool(pool: *mut Pool, counters: &HeapCounters) {
     a.free_mask.set(a.free_mask.get() | run);
     a.dirty_mask.set(a.dirty_mask.get() | run);
     a.released_at.set(now);
+    if first == 0 {
+        a.header_span_class.set(NO_CLASS);
+    }
     arenas.link(arena, before + pools);
     counters.on_pool_released(class);
     decay::note_dirty();
@@ -259,7 +277,7 @@ pub fn purge(now: u64, force: bool) -> Option<u64> {
         let mut doomed = [ptr::null_mut::<Arena>(); PURGE_BATCH];
         let mut doomed_count = 0;
         let mut arenas = ARENAS.lock();
-        'walk: for count in (1..=USABLE_POOLS).rev() {
+        'walk: for count in (1..=POOLS_PER_ARENA).rev() {
             let mut arena = arenas.buckets[count];
             let mut index_in_bucket = 0;
             while !arena.is_null() {
@@ -268,13 +286,13 @@ pub fn purge(now: u64, force: bool) -> Option<u64> {
                 let next = a.next.get();
                 let due_at = a.released_at.get().saturating_add(delay);
                 let due = force || due_at <= now;
-                let spare = count == USABLE_POOLS && index_in_bucket < ARENA_SPARES;
+                let spare = count == POOLS_PER_ARENA && index_in_bucket < ARENA_SPARES;
                 index_in_bucket += 1;
                 if !due {
-                    if a.dirty_mask.get() != 0 || (count == USABLE_POOLS && !spare) {
+                    if a.dirty_mask.get() != 0 || (count == POOLS_PER_ARENA && !spare) {
                         next_due = Some(next_due.map_or(due_at, |d: u64| d.min(due_at)));
                     }
-                } else if count == USABLE_POOLS && !spare {
+                } else if count == POOLS_PER_ARENA && !spare {
                     if doomed_count == PURGE_BATCH {
                         break 'walk;
                     }
@@ -310,7 +328,8 @@ pub fn purge(now: u64, force: bool) -> Option<u64> {
                 bits &= !run_mask(first, len);
                 // Only whole OS pages can be purged (pools are smaller than
                 // pages only on 64 KiB-page systems).
-                let start = (arena as usize + first * POOL_SIZE).next_multiple_of(page);
+                // Pool 0's pages past the header only.
+                let start = (arena as usize + (first * POOL_SIZE).max(HEADER_BYTES)).next_multiple_of(page);
                 let end = (arena as usize + (first + len) * POOL_SIZE) / page * page;
                 if end > start {
                     // SAFETY: the range lies in reserved free pools of a live
@@ -415,6 +434,7 @@ fn map_arena(arenas: &mut Arenas) -> *mut Arena {
             pools: [const { Pool::unused() }; POOLS_PER_ARENA],
             span_head: [const { Cell::new(0) }; POOLS_PER_ARENA],
             free_mask: Cell::new(ALL_POOLS_FREE),
+            header_span_class: Cell::new(NO_CLASS),
             dirty_mask: Cell::new(0),
             released_at: Cell::new(0),
             prev: Cell::new(ptr::null_mut()),
@@ -436,7 +456,7 @@ unsafe fn unmap_arena(arena: *mut Arena) {
 
 /// Arena totals counted under the arena lock, for the stats accounting.
 #[cfg(feature = "stats")]
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 pub struct Census {
     /// Arenas mapped.
     pub arenas: usize,
@@ -444,6 +464,8 @@ pub struct Census {
     pub free_pools: usize,
     /// Free pools whose pages may still be resident.
     pub dirty_pools: usize,
+    /// Per class, the spans that start at pool 0 (after the header).
+    pub header_spans: [usize; crate::size_class::CLASS_COUNT],
 }
 
 /// Counts arenas and their free pools, and calls `read` with the count while
@@ -452,7 +474,12 @@ pub struct Census {
 #[cfg(feature = "stats")]
 pub fn with_census<R>(read: impl FnOnce(Census) -> R) -> R {
     let arenas = ARENAS.lock();
-    let mut census = Census { free_pools: arenas.reserved_pools, ..Census::default() };
+    let mut census = Census {
+        arenas: 0,
+        free_pools: arenas.reserved_pools,
+        dirty_pools: 0,
+        header_spans: [0; crate::size_class::CLASS_COUNT],
+    };
     for (count, &head) in arenas.buckets.iter().enumerate() {
         let mut arena = head;
         while !arena.is_null() {
@@ -461,6 +488,9 @@ pub fn with_census<R>(read: impl FnOnce(Census) -> R) -> R {
             census.arenas += 1;
             census.free_pools += count;
             census.dirty_pools += a.dirty_mask.get().count_ones() as usize;
+            if let Some(spans) = census.header_spans.get_mut(a.header_span_class.get() as usize) {
+                *spans += 1;
+            }
             arena = a.next.get();
         }
     }
@@ -564,8 +594,9 @@ mod tests {
 
     #[test]
     fn free_runs() {
-        assert_eq!(find_free_run(ALL_POOLS_FREE, 1), Some(1));
-        assert_eq!(find_free_run(ALL_POOLS_FREE, 8), Some(1));
+        assert_eq!(find_free_run(ALL_POOLS_FREE, 1), Some(0));
+        assert_eq!(find_free_run(ALL_POOLS_FREE, 16), Some(0));
+        assert_eq!(find_free_run(ALL_POOLS_FREE & !1, 8), Some(1));
         assert_eq!(find_free_run(0b1011_0110, 2), Some(1));
         assert_eq!(find_free_run(0b1011_0110, 3), None);
         assert_eq!(find_free_run(0, 1), None);

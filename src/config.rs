@@ -13,13 +13,13 @@ pub const ARENA_MASK: usize = ARENA_SIZE - 1;
 pub const POOL_SHIFT: usize = 14;
 /// Bytes in a pool: 16 KiB.
 pub const POOL_SIZE: usize = 1 << POOL_SHIFT;
-/// Pools per arena, the header pool included.
+/// Pools per arena. All of them hold blocks: the arena header takes only the
+/// first `HEADER_BYTES` of pool 0, and a span that starts at pool 0 starts
+/// its blocks after it.
 pub const POOLS_PER_ARENA: usize = ARENA_SIZE / POOL_SIZE;
-/// Pool 0 of every arena holds the arena header and pool descriptors; blocks
-/// live in pools `FIRST_POOL..POOLS_PER_ARENA`.
-pub const FIRST_POOL: usize = 1;
-/// Pools that can hold blocks in one arena.
-pub const USABLE_POOLS: usize = POOLS_PER_ARENA - FIRST_POOL;
+/// The arena header's share of pool 0 (the header itself is about 2 KiB; a
+/// whole page so that purging pool 0 can leave it resident).
+pub const HEADER_BYTES: usize = 4 << 10;
 
 /// The smallest alignment every block has (and the class granule).
 pub const MIN_ALIGN: usize = 16;
@@ -42,6 +42,7 @@ pub const MAX_OS_PAGE_SIZE: usize = 64 << 10;
 
 const _: () = assert!(POOL_SIZE.is_power_of_two() && ARENA_SIZE.is_power_of_two());
 const _: () = assert!(POOLS_PER_ARENA <= 16, "free-pool masks are u16");
-const _: () = assert!(MAX_SPAN_POOLS <= USABLE_POOLS);
+const _: () = assert!(MAX_SPAN_POOLS <= POOLS_PER_ARENA);
+const _: () = assert!(HEADER_BYTES < POOL_SIZE && HEADER_BYTES.is_power_of_two());
 const _: () = assert!(MAX_SMALL_SIZE <= MAX_SPAN_POOLS * POOL_SIZE / 2);
 const _: () = assert!(MAX_SMALL_SIZE % MIN_ALIGN == 0);

@@ -78,7 +78,8 @@ impl PoolState {
 const CARVE_BYTES: usize = 4096;
 
 /// One pool (or span of pools) descriptor. It lives in the arena header, not
-/// in the pool, so the blocks start on the pool boundary and stay aligned.
+/// in the pool, so the blocks start on the pool boundary (after the header,
+/// for a span at pool 0) and stay aligned.
 /// 128 bytes: the owner's fields fill the first cache line, the fields other
 /// threads write sit in the second, so remote frees do not bounce the line
 /// the owner's fast paths use.
@@ -186,10 +187,10 @@ impl Pool {
         }
     }
 
-    /// Prepares a free descriptor to serve `class` from the span at `start`,
-    /// owned by `owner`, as its heap's Active pool. Touches none of the
-    /// span's memory.
-    pub fn init(&self, class: Class, start: *mut u8, owner: usize) {
+    /// Prepares a free descriptor to serve `class` from the `blocks` blocks
+    /// at `start`, owned by `owner`, as its heap's Active pool. Touches none
+    /// of the span's memory.
+    pub fn init(&self, class: Class, start: *mut u8, blocks: usize, owner: usize) {
         debug_assert_eq!(self.state.get(), PoolState::Free);
         self.free.set(ptr::null_mut());
         self.local_free.set(ptr::null_mut());
@@ -197,7 +198,8 @@ impl Pool {
         self.local_mark.set(PoolState::Active.bias());
         self.carved.set(0);
         self.start.set(start);
-        self.capacity.set(size_class::class_blocks_per_span(class) as u16);
+        debug_assert!(blocks > 0 && blocks <= size_class::class_blocks_per_span(class));
+        self.capacity.set(blocks as u16);
         self.class.set(class as u8);
         self.span_pools.set(size_class::class_span_pools(class) as u8);
         self.state.set(PoolState::Active);

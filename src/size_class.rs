@@ -5,7 +5,7 @@
 //! 20% past the first class of each doubling). All tables are built by
 //! `const` code here and checked exhaustively in the tests.
 
-use crate::config::{MAX_SMALL_SIZE, MAX_SPAN_POOLS, MIN_ALIGN, POOL_SIZE};
+use crate::config::{HEADER_BYTES, MAX_SMALL_SIZE, MAX_SPAN_POOLS, MIN_ALIGN, POOL_SIZE};
 
 /// A size-class index, `0..CLASS_COUNT`.
 pub type Class = usize;
@@ -76,7 +76,8 @@ pub const fn class_size(c: Class) -> usize {
 }
 
 /// Alignment every block of class `c` has: the largest power of two dividing
-/// its size, capped by the pool size (spans start on pool boundaries).
+/// its size, capped by the pool size (spans start on pool boundaries; see
+/// `class_blocks_per_header_span` for pool 0).
 pub const fn class_align(c: Class) -> usize {
     let size = class_size(c);
     let pow2 = 1usize << size.trailing_zeros();
@@ -151,6 +152,17 @@ const fn build_span_pools() -> [u8; CLASS_COUNT] {
 /// Blocks that fit in one span of class `c`.
 pub const fn class_blocks_per_span(c: Class) -> usize {
     class_span_pools(c) * POOL_SIZE / class_size(c)
+}
+
+/// Blocks in a span of class `c` that starts at pool 0, after the arena
+/// header; 0 if such a span may not serve the class. Its blocks start
+/// `HEADER_BYTES` into the arena, so they are aligned to no more than that:
+/// classes that promise more (`class_align`) never start at pool 0.
+pub const fn class_blocks_per_header_span(c: Class) -> usize {
+    if class_align(c) > HEADER_BYTES {
+        return 0;
+    }
+    (class_span_pools(c) * POOL_SIZE - HEADER_BYTES) / class_size(c)
 }
 
 /// The class for a request of `size` bytes with alignment at most

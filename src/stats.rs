@@ -69,7 +69,7 @@ pub struct Stats {
     /// Free pools in arenas (dirty, purged or spare).
     #[cfg(feature = "stats")]
     pub unused_pool_bytes: u64,
-    /// Arena headers (pool 0 of every arena).
+    /// Arena headers (the first `HEADER_BYTES` of every arena).
     #[cfg(feature = "stats")]
     pub header_bytes: u64,
     /// Tails of pool spans too small for one more block.
@@ -180,9 +180,9 @@ fn os_level(arena_count: usize) -> Stats {
 /// Adds every heap's class counters and derives the byte accounting.
 #[cfg(feature = "stats")]
 fn merge_heaps(stats: &mut Stats, census: crate::arena::Census) {
-    use crate::config::{FIRST_POOL, POOL_SIZE};
+    use crate::config::{HEADER_BYTES, POOL_SIZE};
     use crate::counters::REQUESTED_ELSEWHERE;
-    use crate::size_class::{class_blocks_per_span, class_size, class_span_pools};
+    use crate::size_class::{class_blocks_per_header_span, class_blocks_per_span, class_size, class_span_pools};
 
     let mut requested_allocated = REQUESTED_ELSEWHERE.allocated.load(Ordering::Relaxed);
     let mut requested_freed = REQUESTED_ELSEWHERE.freed.load(Ordering::Relaxed);
@@ -199,21 +199,30 @@ fn merge_heaps(stats: &mut Stats, census: crate::arena::Census) {
         requested_freed = requested_freed.wrapping_add(freed);
     });
     let mut pool_bytes_in_use = 0u64;
+    let mut header_spans_total = 0usize;
     for (class, merged) in stats.classes.iter_mut().enumerate() {
         let block_size = class_size(class) as u64;
+        // Spans that start at pool 0 lose the header's bytes and blocks.
+        let header_spans = census.header_spans[class] as u64;
         let span_bytes = (class_span_pools(class) * POOL_SIZE) as u64;
-        let blocks_per_span = class_blocks_per_span(class) as u64;
+        let bytes = (merged.pools * span_bytes).wrapping_sub(header_spans * HEADER_BYTES as u64);
+        let header_blocks_lost = (class_blocks_per_span(class) - class_blocks_per_header_span(class)) as u64;
+        let blocks =
+            (merged.pools * class_blocks_per_span(class) as u64).wrapping_sub(header_spans * header_blocks_lost);
         merged.block_size = block_size;
         merged.live_blocks = merged.allocs - merged.frees;
-        merged.free_blocks = (merged.pools * blocks_per_span).saturating_sub(merged.live_blocks);
+        merged.free_blocks = blocks.saturating_sub(merged.live_blocks);
         stats.in_blocks_bytes += merged.live_blocks * block_size;
         stats.free_block_bytes += merged.free_blocks * block_size;
-        stats.quantization_bytes += merged.pools * (span_bytes - blocks_per_span * block_size);
-        pool_bytes_in_use += merged.pools * span_bytes;
+        stats.quantization_bytes += bytes.wrapping_sub(blocks * block_size);
+        pool_bytes_in_use += bytes;
+        header_spans_total += header_spans as usize;
     }
     stats.allocated_bytes = requested_allocated.saturating_sub(requested_freed);
-    stats.unused_pool_bytes = (census.free_pools * POOL_SIZE) as u64;
-    stats.header_bytes = (census.arenas * FIRST_POOL * POOL_SIZE) as u64;
+    // A free pool 0 is the pool less the header.
+    let free_header_pools = census.arenas.saturating_sub(header_spans_total);
+    stats.unused_pool_bytes = (census.free_pools * POOL_SIZE).saturating_sub(free_header_pools * HEADER_BYTES) as u64;
+    stats.header_bytes = (census.arenas * HEADER_BYTES) as u64;
     let large = (stats.large_bytes + stats.large_cache_bytes) as u64;
     stats.active_bytes = pool_bytes_in_use + stats.large_bytes as u64;
     stats.resident_bytes = (census.arenas * crate::os::page_size()) as u64

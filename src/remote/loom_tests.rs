@@ -166,7 +166,7 @@ impl World {
         let owner = core::ptr::from_ref(&world.heap) as usize;
         let mut held = Vec::new();
         for (i, pool) in world.pools.iter().enumerate() {
-            pool.init(class, (start + i * SPAN_BYTES) as *mut u8, owner);
+            pool.init(class, (start + i * SPAN_BYTES) as *mut u8, class_blocks_per_span(class), owner);
             while pool.carve() {
                 // SAFETY: carve just put a block on the free list.
                 let block = unsafe { pool.pop() } as usize;

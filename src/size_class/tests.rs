@@ -62,3 +62,26 @@ fn spans_hold_blocks_with_little_waste() {
         assert_eq!(POOL_SIZE % class_align(c), 0);
     }
 }
+
+/// A span that starts at pool 0 begins after the header: its blocks keep the
+/// class's alignment, and only classes that promise more than the header's
+/// alignment are kept out of pool 0. (Where the span wastes a page anyway,
+/// it loses no block.)
+#[test]
+fn header_spans_keep_alignment_and_most_blocks() {
+    use crate::config::HEADER_BYTES;
+    for c in 0..CLASS_COUNT {
+        let blocks = class_blocks_per_header_span(c);
+        if class_align(c) > HEADER_BYTES {
+            assert_eq!(blocks, 0, "class {c}");
+            continue;
+        }
+        assert_eq!(HEADER_BYTES % class_align(c), 0, "class {c}");
+        assert!(blocks >= 1 && blocks <= class_blocks_per_span(c), "class {c}: {blocks}");
+        assert!(blocks * class_size(c) <= class_span_pools(c) * POOL_SIZE - HEADER_BYTES);
+    }
+    // The 16 KiB and 32 KiB classes are the ones kept out.
+    let kept_out: Vec<usize> =
+        (0..CLASS_COUNT).filter(|&c| class_blocks_per_header_span(c) == 0).map(class_size).collect();
+    assert_eq!(kept_out, [8192, 16384, 24576, 32768]);
+}
