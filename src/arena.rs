@@ -385,11 +385,12 @@ const _: () = assert!(CHUNK_SIZE % ARENA_SIZE == 0);
 /// Why that is opt-in (measured on a 2-vCPU VM, THP in `madvise` mode): with
 /// it, compare/'s batch of 100k blocks of 1..32 KiB (1.6 GiB, freed in random
 /// order) ran in 19-23 ms a round against 48-55 ms, as TLB misses went away
-/// (mimalloc, which maps huge pages, took 27). But the btree workload's peak
-/// RSS rose from 143.6 to 151.0 MiB (a chunk is resident whole once
-/// touched), and the idle workload's four threads took 1.3-2.3 s instead of
-/// 0.5-0.7 s to fill 1 GiB: each chunk's first fault clears 2 MiB (and may
-/// compact memory) while the arena lock is held.
+/// (mimalloc, which maps huge pages, took 27). But the idle workload's four
+/// threads took 2.5 s instead of 0.37 s to fill 1 GiB: each chunk's first
+/// fault clears 2 MiB while the arena lock is held (on this VM, memory the
+/// host has reclaimed makes that fault slow; mimalloc's fill also varied
+/// from 0.14 to 1.8 s). btree's peak RSS, which rose from 143.6 to 151.0 MiB
+/// while pool 0 was left to the header, is now the same either way.
 fn map_arena_memory(arenas: &mut Arenas) -> *mut u8 {
     if arenas.chunk_next == arenas.chunk_end {
         let chunk = os::map_aligned(CHUNK_SIZE, CHUNK_SIZE, 0);
