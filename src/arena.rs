@@ -61,6 +61,13 @@ impl Arena {
 
 /// The pool descriptor of the block at `p`.
 ///
+/// Every arena's span-head table sits at the same offset from a 256 KiB
+/// boundary, so all of them share one cache set. Placing headers at 16
+/// address-derived offsets ("colors") was tried: on the 100k-block batch
+/// of 8..512 bytes callgrind's first-level read misses on that table fell
+/// from 464k to 274k (5 rounds), but each free took 5 more instructions and
+/// the round time did not move (interleaved runs), so it was left out.
+///
 /// # Safety
 /// `p` points into a pool span that is in use.
 #[inline(always)]
