@@ -17,4 +17,4 @@ export RUSTFLAGS="--cfg loom"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/loom}"
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-3}"
 # --nocapture shows how many executions each model explored.
-cargo test --release --lib loom -- --nocapture
+cargo test -p poolmalloc --release --lib loom -- --nocapture

@@ -13,4 +13,4 @@
 # Other options: --threads N, --seed S, --max-size BYTES.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo run --release --example stress -- "$@"
+cargo run -p poolmalloc --release --example stress -- "$@"
