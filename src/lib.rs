@@ -92,8 +92,9 @@
 //! pool's bias keeps a pair loop off the slow path. The pool invariant is
 //! `blocks_out + |free| + (capacity - carved) == capacity`, where blocks
 //! freed remotely count as out until their owner takes them back. Blocks are
-//! carved lazily, about an OS page at a time, so a fresh pool touches memory
-//! only as it is used.
+//! carved lazily, an OS page first and then as many as are carved already
+//! (4, 4, 8, 16 KiB...), so a fresh pool touches memory only as it is used
+//! and a busy one refills rarely.
 //!
 //! ## Arenas
 //! One lock guards the arena lists, taken only when a heap needs or returns a

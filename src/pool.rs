@@ -73,9 +73,22 @@ impl PoolState {
     }
 }
 
-/// Blocks carved per refill: about one OS page, so a fresh pool touches
+/// The first carve of a span: about one OS page, so a fresh pool touches
 /// memory a page at a time ("touch nothing before it is needed").
 const CARVE_BYTES: usize = 4096;
+
+/// Blocks in a span's first carve, per class (a table rather than a
+/// division on the refill path).
+const CARVE_BLOCKS: [u16; size_class::CLASS_COUNT] = {
+    let mut blocks = [0u16; size_class::CLASS_COUNT];
+    let mut c = 0;
+    while c < size_class::CLASS_COUNT {
+        let n = CARVE_BYTES / size_class::class_size(c);
+        blocks[c] = if n == 0 { 1 } else { n as u16 };
+        c += 1;
+    }
+    blocks
+};
 
 /// One pool (or span of pools) descriptor. It lives in the arena header, not
 /// in the pool, so the blocks start on the pool boundary (after the header,
@@ -310,11 +323,18 @@ impl Pool {
             return false;
         }
         let size = self.block_size();
+        // A page's worth first, then as many blocks as are carved already:
+        // a span in use keeps doubling what it has touched (4, 4, 8, 16 KiB),
+        // so memory is still touched no faster than it is used, while a busy
+        // class refills less often. On compare/'s 100k-block batch of 8..512
+        // bytes the allocation phase went from 1.42-1.53 to 1.25-1.31 ms
+        // (five interleaved runs each; mimalloc 1.20-1.61). Carving a whole
+        // 16 KiB pool at once was faster still (1.10-1.26) but raised the
+        // churn and larson workloads' peak RSS by 5-10%.
         // Carving at least 8 blocks of the bigger classes was tried and
         // reverted: compare/'s batch of 1..32 KiB blocks took 49.8 ms against
         // 27.5 (each alone in its process), and larson gained nothing clear.
-        // One page's worth it stays.
-        let batch = (CARVE_BYTES / size).clamp(1, capacity - carved);
+        let batch = (CARVE_BLOCKS[self.class()] as usize).max(carved).min(capacity - carved);
         // SAFETY: blocks carved..carved+batch lie inside the span, which this
         // pool owns; none of them has been handed out.
         unsafe {
