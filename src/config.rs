@@ -14,11 +14,11 @@ pub const POOL_SHIFT: usize = 14;
 /// Bytes in a pool: 16 KiB.
 pub const POOL_SIZE: usize = 1 << POOL_SHIFT;
 /// Pools per arena. All of them hold blocks: the arena header takes only the
-/// first `HEADER_BYTES` of pool 0, and a span that starts at pool 0 starts
+/// first `HEADER_BYTES` of one pool (the header pool), and a span that starts there starts
 /// its blocks after it.
 pub const POOLS_PER_ARENA: usize = ARENA_SIZE / POOL_SIZE;
-/// The arena header's share of pool 0 (the header itself is about 2 KiB; a
-/// whole page so that purging pool 0 can leave it resident).
+/// The arena header's share of its pool (the header itself is about 2 KiB;
+/// a whole page so that purging the pool can leave it resident).
 pub const HEADER_BYTES: usize = 4 << 10;
 
 /// The smallest alignment every block has (and the class granule).

@@ -17,9 +17,12 @@
 //! - **arena**: 256 KiB mapped from the OS (eight at a time, in 2 MiB
 //!   chunks), aligned to 256 KiB, so `p & !(ARENA_SIZE - 1)` is its header.
 //!   The header (the pool descriptors and the arena's free-pool mask) takes
-//!   the first 4 KiB of pool 0; a span that starts at pool 0 puts its blocks
-//!   after it. Why not leave pool 0 to the header, as before: on huge pages
-//!   an arena is resident whole, and the idle 12 KiB of every pool 0 raised
+//!   the first 4 KiB of one of the first eight pools, the *header pool*,
+//!   which consecutive arenas take in turn so that their headers do not all
+//!   compete for the same cache sets (`arena::header_at`); a span that
+//!   starts at the header pool puts its blocks after it. Why not leave a
+//!   whole pool to the header, as before: on huge pages an arena is
+//!   resident whole, and the idle 12 KiB of every header pool raised
 //!   btree's peak RSS by 5% (143.5 to 151.0 MiB).
 //! - **pool**: 16 KiB of an arena (pools 0..16) serving blocks of one class.
 //!   Medium classes use a **span** of up to 8 contiguous pools, described by
@@ -45,7 +48,7 @@
 //! from a 2 KiB table indexed by `(n + 15) / 16`. A block of class `c` is
 //! aligned to the largest power of two dividing its size (at most 16 KiB),
 //! because spans start on pool boundaries (classes aligned above 4 KiB never
-//! start at pool 0, whose blocks start after the header); an over-aligned
+//! start at the header pool, whose blocks start after the header); an over-aligned
 //! request takes the smallest class that is both big enough and aligned
 //! enough. Spans join the fewest pools that hold 64 blocks (or as many as 4 pools hold) for blocks
 //! up to 1 KiB, and at least four blocks above, with at most 1/16 lost. Why
@@ -120,7 +123,7 @@
 //! default because a chunk's first fault clears 2 MiB under the arena lock:
 //! the idle workload's 4-thread fill of 1 GiB took 2.5 s against 0.37 s.
 //! (Its other cost, btree's peak RSS +5% from the unused rest of every
-//! pool 0, went when pool 0 began to hold blocks.) In a fresh process it
+//! header pool, went when that pool began to hold blocks.) In a fresh process it
 //! does not close the gap on the 100k-block batch of 8..512 bytes either:
 //! 2.7-2.8 ms a round with or without it, against mimalloc's 2.2-2.6.
 //!

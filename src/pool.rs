@@ -92,7 +92,7 @@ const CARVE_BLOCKS: [u16; size_class::CLASS_COUNT] = {
 
 /// One pool (or span of pools) descriptor. It lives in the arena header, not
 /// in the pool, so the blocks start on the pool boundary (after the header,
-/// for a span at pool 0) and stay aligned.
+/// for a span at the header pool) and stay aligned.
 /// 128 bytes: the owner's fields fill the first cache line, the fields other
 /// threads write sit in the second, so remote frees do not bounce the line
 /// the owner's fast paths use.

@@ -77,7 +77,7 @@ pub const fn class_size(c: Class) -> usize {
 
 /// Alignment every block of class `c` has: the largest power of two dividing
 /// its size, capped by the pool size (spans start on pool boundaries; see
-/// `class_blocks_per_header_span` for pool 0).
+/// `class_blocks_per_header_span` for the header pool).
 pub const fn class_align(c: Class) -> usize {
     let size = class_size(c);
     let pow2 = 1usize << size.trailing_zeros();
@@ -154,10 +154,10 @@ pub const fn class_blocks_per_span(c: Class) -> usize {
     class_span_pools(c) * POOL_SIZE / class_size(c)
 }
 
-/// Blocks in a span of class `c` that starts at pool 0, after the arena
+/// Blocks in a span of class `c` that starts at the header pool, after the arena
 /// header; 0 if such a span may not serve the class. Its blocks start
 /// `HEADER_BYTES` into the arena, so they are aligned to no more than that:
-/// classes that promise more (`class_align`) never start at pool 0.
+/// classes that promise more (`class_align`) never start there.
 pub const fn class_blocks_per_header_span(c: Class) -> usize {
     if class_align(c) > HEADER_BYTES {
         return 0;

@@ -202,7 +202,7 @@ fn merge_heaps(stats: &mut Stats, census: crate::arena::Census) {
     let mut header_spans_total = 0usize;
     for (class, merged) in stats.classes.iter_mut().enumerate() {
         let block_size = class_size(class) as u64;
-        // Spans that start at pool 0 lose the header's bytes and blocks.
+        // Spans that start at a header pool lose the header's bytes and blocks.
         let header_spans = census.header_spans[class] as u64;
         let span_bytes = (class_span_pools(class) * POOL_SIZE) as u64;
         let bytes = (merged.pools * span_bytes).wrapping_sub(header_spans * HEADER_BYTES as u64);
@@ -219,7 +219,7 @@ fn merge_heaps(stats: &mut Stats, census: crate::arena::Census) {
         header_spans_total += header_spans as usize;
     }
     stats.allocated_bytes = requested_allocated.saturating_sub(requested_freed);
-    // A free pool 0 is the pool less the header.
+    // A free header pool is the pool less the header.
     let free_header_pools = census.arenas.saturating_sub(header_spans_total);
     stats.unused_pool_bytes = (census.free_pools * POOL_SIZE).saturating_sub(free_header_pools * HEADER_BYTES) as u64;
     stats.header_bytes = (census.arenas * HEADER_BYTES) as u64;

@@ -63,9 +63,9 @@ fn spans_hold_blocks_with_little_waste() {
     }
 }
 
-/// A span that starts at pool 0 begins after the header: its blocks keep the
+/// A span that starts at the header pool begins after the header: its blocks keep the
 /// class's alignment, and only classes that promise more than the header's
-/// alignment are kept out of pool 0. (Where the span wastes a page anyway,
+/// alignment are kept out of the header pool. (Where the span wastes a page anyway,
 /// it loses no block.)
 #[test]
 fn header_spans_keep_alignment_and_most_blocks() {
