@@ -2,7 +2,7 @@
 //! vectors, hands results between threads, and prints what the allocator
 //! holds from the OS at each stage.
 //!
-//! Run with `cargo run --release --features stats --example demo` (without
+//! Run with `cargo run --release -p poolmalloc --features stats --example demo` (without
 //! the feature the report has only the OS-level totals).
 
 use poolmalloc::PoolMalloc;

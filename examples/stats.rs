@@ -3,7 +3,7 @@
 //! JSON form for tools.
 //!
 //! ```text
-//! cargo run --release --features stats --example stats
+//! cargo run --release -p poolmalloc --features stats --example stats
 //! ```
 
 use poolmalloc::PoolMalloc;

@@ -10,7 +10,7 @@
 //! live blocks (64 MiB) and each inbox at most 256, so memory stays bounded.
 //!
 //! ```text
-//! cargo run --release --example stress -- [--threads N] [--ops N] [--seed S] [--max-size BYTES]
+//! cargo run --release -p poolmalloc --example stress -- [--threads N] [--ops N] [--seed S] [--max-size BYTES]
 //! ```
 //!
 //! The seed fixes each thread's random stream; which blocks arrive through

@@ -282,9 +282,11 @@ impl OsCounters {
         self.dirty_pool_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
-    pub(crate) fn dirty_pools_purged(&self, bytes: usize) {
+    /// Dirty pools of `bytes` in all were purged, of which `kept` bytes (a
+    /// header page) stayed resident.
+    pub(crate) fn dirty_pools_purged(&self, bytes: usize, kept: usize) {
         self.dirty_pool_bytes.fetch_sub(bytes, Ordering::Relaxed);
-        self.purged_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.purged_bytes.fetch_add(bytes - kept, Ordering::Relaxed);
     }
 
     /// A freed large mapping of `bytes` went into the cache.

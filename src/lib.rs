@@ -15,7 +15,7 @@
 //! ## Glossary
 //! - **OS page**: the kernel's page, read at run time (`sysconf`).
 //! - **arena**: 256 KiB mapped from the OS (eight at a time, in 2 MiB
-//!   chunks), aligned to 256 KiB, so `p & !(ARENA_SIZE - 1)` is its header.
+//!   chunks), aligned to 256 KiB, so `p & !(ARENA_SIZE - 1)` is its base.
 //!   The header (the pool descriptors and the arena's free-pool mask) takes
 //!   the first 4 KiB of one of the first eight pools, the *header pool*,
 //!   which consecutive arenas take in turn so that their headers do not all
@@ -50,17 +50,20 @@
 //! because spans start on pool boundaries (classes aligned above 4 KiB never
 //! start at the header pool, whose blocks start after the header); an over-aligned
 //! request takes the smallest class that is both big enough and aligned
-//! enough. Spans join the fewest pools that hold 64 blocks (or as many as 4 pools hold) for blocks
-//! up to 1 KiB, and at least four blocks above, with at most 1/16 lost. Why
+//! enough. Spans join the fewest pools that hold 64 blocks (or as many as 4
+//! pools hold) for blocks up to 1 KiB, and at least four blocks above, with
+//! at most 1/16 lost (a span at the header pool loses the header's 4 KiB on
+//! top, so it may hold three blocks, or lose up to 1/8). Why
 //! 64: a heap allocates from one span per class while frees land in all of
 //! them, so small spans send a random-free workload down the slow paths
 //! often. Why not above 1 KiB: there a long-lived block pins more memory
 //! (see `size_class`).
 //!
 //! ## Finding metadata from a pointer
-//! For a pool block: arena = `p & !(ARENA_SIZE - 1)`; pool number =
-//! `(p >> 14) & 15`; `span_head[number]` names the descriptor. Two loads, no
-//! search. For the Rust API the `Layout` says which kind a block is: a layout
+//! For a pool block: arena base = `p & !(ARENA_SIZE - 1)`; its header sits
+//! at the start of pool `(base >> 18) & 7` (a shift and a mask from the
+//! address); pool number = `(p >> 14) & 15`; `span_head[number]` names the
+//! descriptor. Two loads, no search. For the Rust API the `Layout` says which kind a block is: a layout
 //! of at most 32 KiB and alignment at most 16 KiB is a pool block, anything
 //! else is large. `realloc` keeps that true (it never leaves a block in place
 //! across the boundary). Without a layout ([`usable_size`], checked mode), a
@@ -102,7 +105,7 @@
 //! ## Arenas
 //! One lock guards the arena lists, taken only when a heap needs or returns a
 //! pool. Arenas sit in buckets by their number of free pools; a new pool comes
-//! from the fullest arena with room (pymalloc's ordering, O(1): at most 16
+//! from the fullest arena with room (pymalloc's ordering, O(1): at most 17
 //! buckets), so emptier arenas drain.
 //!
 //! ## Giving memory back
@@ -123,9 +126,11 @@
 //! default because a chunk's first fault clears 2 MiB under the arena lock:
 //! the idle workload's 4-thread fill of 1 GiB took 2.5 s against 0.37 s.
 //! (Its other cost, btree's peak RSS +5% from the unused rest of every
-//! header pool, went when that pool began to hold blocks.) In a fresh process it
-//! does not close the gap on the 100k-block batch of 8..512 bytes either:
-//! 2.7-2.8 ms a round with or without it, against mimalloc's 2.2-2.6.
+//! header pool, went when that pool began to hold blocks.) Huge pages are
+//! part of what mimalloc has over poolmalloc on the 100k-block batch of
+//! 8..512 bytes (26 MB): in a trial build advising every chunk (no 16 MiB
+//! threshold), rounds took 2.61-2.80 ms, against 2.75-2.98 without and
+//! mimalloc's 2.39-2.96 (5 interleaved fresh-process runs).
 //!
 //! Purging runs in a background thread, started by `pthread_create` the first
 //! time memory becomes dirty. It sleeps on a futex while nothing is dirty, so
@@ -236,8 +241,8 @@
 //!
 //! ## Modules
 //! `config` (geometry) and `size_class` (pure class math) at the bottom;
-//! `os` is the only caller of libc; `sync` holds the atomics and the spin
-//! lock (swapped for loom's in the model checks); `pool` the descriptor and
+//! `os` is the only caller of libc; `sync` holds the atomics and the
+//! slow-path lock (swapped for loom's in the model checks); `pool` the descriptor and
 //! its lists; `remote` the lock-free pending list; `arena` arenas, their
 //! lists and purging; `large` large blocks and their cache; `decay` the
 //! settings and the purger's wake-up; `counters` the per-heap and OS-level

@@ -156,7 +156,7 @@ pub const fn class_blocks_per_span(c: Class) -> usize {
 
 /// Blocks in a span of class `c` that starts at the header pool, after the arena
 /// header; 0 if such a span may not serve the class. Its blocks start
-/// `HEADER_BYTES` into the arena, so they are aligned to no more than that:
+/// `HEADER_BYTES` into the header pool, so they are aligned to no more than that:
 /// classes that promise more (`class_align`) never start there.
 pub const fn class_blocks_per_header_span(c: Class) -> usize {
     if class_align(c) > HEADER_BYTES {

@@ -69,7 +69,7 @@ pub struct Stats {
     /// Free pools in arenas (dirty, purged or spare).
     #[cfg(feature = "stats")]
     pub unused_pool_bytes: u64,
-    /// Arena headers (the first `HEADER_BYTES` of every arena).
+    /// Arena headers (the first `HEADER_BYTES` of every arena's header pool).
     #[cfg(feature = "stats")]
     pub header_bytes: u64,
     /// Tails of pool spans too small for one more block.

@@ -39,6 +39,14 @@ const SPINS: u32 = 1;
 pub struct Lock<T> {
     state: LockWord,
     value: UnsafeCell<T>,
+    /// Under loom, the futex: a waiter checks the word and sleeps while
+    /// holding `parking`, a waker notifies while holding it, so a wake that
+    /// comes after the check is never lost (the kernel's guarantee), and a
+    /// lost wake-up in the protocol shows as a deadlock.
+    #[cfg(all(test, loom))]
+    parking: loom::sync::Mutex<()>,
+    #[cfg(all(test, loom))]
+    wakeup: loom::sync::Condvar,
 }
 
 // SAFETY: the lock serialises every access to `value`.
@@ -54,7 +62,12 @@ impl<T> Lock<T> {
     /// An unlocked lock holding `value` (loom's atomics have no `const fn`).
     #[cfg(all(test, loom))]
     pub fn new(value: T) -> Self {
-        Self { state: LockWord::new(UNLOCKED), value: UnsafeCell::new(value) }
+        Self {
+            state: LockWord::new(UNLOCKED),
+            value: UnsafeCell::new(value),
+            parking: loom::sync::Mutex::new(()),
+            wakeup: loom::sync::Condvar::new(),
+        }
     }
 
     /// Takes the lock; the guard releases it.
@@ -80,7 +93,7 @@ impl<T> Lock<T> {
         // thread cannot know whether others still sleep, so its unlock must
         // wake one.
         while self.state.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
-            wait_while_contended(&self.state);
+            self.wait_while_contended();
         }
     }
 
@@ -101,30 +114,39 @@ impl<T> Lock<T> {
 
     fn unlock(&self) {
         if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
-            wake_one(&self.state);
+            self.wake_one();
         }
     }
 }
 
-#[cfg(not(all(test, loom)))]
-fn wait_while_contended(state: &LockWord) {
-    crate::os::futex_wait(state, CONTENDED, None);
-}
+impl<T> Lock<T> {
+    /// Sleeps while the word is CONTENDED (returns at once otherwise; may
+    /// return spuriously).
+    #[cfg(not(all(test, loom)))]
+    fn wait_while_contended(&self) {
+        crate::os::futex_wait(&self.state, CONTENDED, None);
+    }
 
-#[cfg(not(all(test, loom)))]
-fn wake_one(state: &LockWord) {
-    crate::os::futex_wake(state);
-}
+    /// Wakes one thread sleeping in `wait_while_contended`, if any.
+    #[cfg(not(all(test, loom)))]
+    fn wake_one(&self) {
+        crate::os::futex_wake(&self.state);
+    }
 
-// Loom has no futex: a waiter hands control to the model's scheduler (or the
-// model never ends), and the wake has nothing to do.
-#[cfg(all(test, loom))]
-fn wait_while_contended(_state: &LockWord) {
-    loom::thread::yield_now();
-}
+    #[cfg(all(test, loom))]
+    fn wait_while_contended(&self) {
+        let parked = self.parking.lock().unwrap();
+        if self.state.load(Ordering::SeqCst) == CONTENDED {
+            drop(self.wakeup.wait(parked).unwrap());
+        }
+    }
 
-#[cfg(all(test, loom))]
-fn wake_one(_state: &LockWord) {}
+    #[cfg(all(test, loom))]
+    fn wake_one(&self) {
+        let _parked = self.parking.lock().unwrap();
+        self.wakeup.notify_one();
+    }
+}
 
 /// Proof that a [`Lock`] is held.
 pub struct LockGuard<'a, T> {

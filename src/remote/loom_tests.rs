@@ -31,8 +31,8 @@ use loom::sync::atomic::AtomicU32;
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 
-/// Blocks of 16 KiB: four to a span (of four pools), carved one at a time,
-/// so a handful of blocks fills a span and reuse comes only from frees.
+/// Blocks of 16 KiB: four to a span (of four pools), so a handful of blocks
+/// fills a span and reuse comes only from frees.
 /// ("Pool" below means the span a descriptor serves.)
 const BLOCK_SIZE: usize = 16384;
 const BLOCKS_PER_POOL: usize = 4;
@@ -167,8 +167,9 @@ impl World {
         let mut held = Vec::new();
         for (i, pool) in world.pools.iter().enumerate() {
             pool.init(class, (start + i * SPAN_BYTES) as *mut u8, class_blocks_per_span(class), owner);
-            while pool.carve() {
-                // SAFETY: carve just put a block on the free list.
+            // Every block of the span, whatever the carve batches.
+            while !pool.free.get().is_null() || pool.carve() {
+                // SAFETY: the free list is not empty (checked or carved).
                 let block = unsafe { pool.pop() } as usize;
                 world.touch(block);
                 held.push(block);
@@ -438,8 +439,10 @@ fn remote_frees_to_an_exited_heap_wake_the_purger() {
 
 /// Two threads increment a counter under the crate's Lock, reading and
 /// writing it in two steps: without mutual exclusion, or without the lock's
-/// Acquire/Release, an increment is lost or two holders meet inside. (With
-/// three, loom's scheduler can let two waiters yield to each other forever.)
+/// Acquire/Release, an increment is lost or two holders meet inside; a
+/// waiter whose wake-up is lost (the unlock skipping the wake, or a
+/// contended acquire taking the word as LOCKED) shows as a deadlock, as
+/// the futex is modelled (see `sync::Lock`). All four mutations were tried.
 #[test]
 fn lock_excludes() {
     model("lock_excludes", || {
