@@ -455,7 +455,7 @@ const _: () = assert!(CHUNK_SIZE % ARENA_SIZE == 0);
 /// threads took 2.5 s instead of 0.37 s to fill 1 GiB: each chunk's first
 /// fault clears 2 MiB while the arena lock is held (on this VM, memory the
 /// host has reclaimed makes that fault slow; mimalloc's fill also varied
-/// from 0.14 to 1.8 s). btree's peak RSS, which rose from 143.6 to 151.0 MiB
+/// from 0.14 to 1.8 s). btree's peak RSS, which rose from 140.2 to 147.5 MiB
 /// while the header kept a whole pool, is now the same either way.
 fn map_arena_memory(arenas: &mut Arenas) -> *mut u8 {
     if arenas.chunk_next == arenas.chunk_end {

@@ -23,7 +23,7 @@
 //!   starts at the header pool puts its blocks after it. Why not leave a
 //!   whole pool to the header, as before: on huge pages an arena is
 //!   resident whole, and the idle 12 KiB of every header pool raised
-//!   btree's peak RSS by 5% (143.5 to 151.0 MiB).
+//!   btree's peak RSS by 5% (140.2 to 147.5 MiB).
 //! - **pool**: 16 KiB of an arena (pools 0..16) serving blocks of one class.
 //!   Medium classes use a **span** of up to 8 contiguous pools, described by
 //!   its first pool's descriptor.
