@@ -105,9 +105,7 @@ fn header_pool(base: usize) -> usize {
 /// The cost: 4 instructions more per alloc+free pair (56.6 to 60.6).
 #[inline(always)]
 fn header_at(base: usize) -> *mut Arena {
-    // `header_pool(base) * POOL_SIZE`, in two instructions: `base` has no
-    // bits below ARENA_SHIFT.
-    (base + ((base >> (ARENA_SHIFT - POOL_SHIFT)) & ((HEADER_POOLS - 1) << POOL_SHIFT))) as *mut Arena
+    (base + header_pool(base) * POOL_SIZE) as *mut Arena
 }
 
 /// The pool descriptor of the block at `p`: the header from the address

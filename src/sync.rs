@@ -117,9 +117,7 @@ impl<T> Lock<T> {
             self.wake_one();
         }
     }
-}
 
-impl<T> Lock<T> {
     /// Sleeps while the word is CONTENDED (returns at once otherwise; may
     /// return spuriously).
     #[cfg(not(all(test, loom)))]
