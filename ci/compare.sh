@@ -4,22 +4,26 @@
 #   bash ci/compare.sh [results-file]      (default target/compare/results.txt)
 #
 # Environment:
-#   ROUNDS      rounds over every workload and allocator (default 3)
+#   ROUNDS      rounds over every workload and allocator (default 4)
 #   WORKLOADS   space-separated subset (default: all nine)
 #   SCALE       work multiplier passed to each run (default 1; 0.02 for a smoke test)
 #   RUN_TIMEOUT seconds before one run is killed and recorded as failed (default 600)
 #
 # Builds the four `w_<allocator>` binaries of compare/ in release, runs them
-# interleaved (for each round, each workload: system jemalloc mimalloc
-# poolmalloc) so drift on the machine hits every allocator alike, appends one
+# interleaved (for each round, each workload, the four allocators one after
+# another) so drift on the machine hits every allocator alike, appends one
 # line per run to the results file, then prints a markdown table of medians
 # (ci/compare_table.py) and writes bar charts of time and peak RSS next to the
 # results (ci/chart.py).
+# The order of the four rotates by one place each round, so no allocator
+# always runs right after the same peer: on a VM that hands freed memory back
+# to its host, a run's page faults cost more or less depending on what ran
+# before it. Use a multiple of 4 rounds for a balanced order.
 # At scale 1 one round takes about a minute on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-4}
 SCALE=${SCALE:-1}
 WORKLOADS=${WORKLOADS:-"btree hashmap strings workqueue prodcons larson churn vecgrow idle"}
 RUN_TIMEOUT=${RUN_TIMEOUT:-600}
@@ -44,9 +48,18 @@ trap 'rm -f "$STDERR_LOG"' EXIT
     echo "# workloads: $WORKLOADS"
 } >"$RESULTS"
 
+# The allocators in round $1's order: ALLOCATORS rotated left by round-1.
+round_order() {
+    local -a all=($ALLOCATORS)
+    local n=${#all[@]} shift=$((($1 - 1) % ${#all[@]})) i
+    for ((i = 0; i < n; i++)); do
+        echo "${all[(i + shift) % n]}"
+    done
+}
+
 for round in $(seq 1 "$ROUNDS"); do
     for workload in $WORKLOADS; do
-        for alloc in $ALLOCATORS; do
+        for alloc in $(round_order "$round"); do
             if line=$(timeout "$RUN_TIMEOUT" "$BIN_DIR/w_$alloc" "$workload" "$SCALE" 2>"$STDERR_LOG"); then
                 line="round=$round $line"
             else

@@ -15,7 +15,10 @@ import sys
 
 ALLOCATORS = ["system", "jemalloc", "mimalloc", "poolmalloc"]
 BASELINE = "poolmalloc"
-METRICS = ["secs", "peak_rss_kib", "end_rss_kib", "rss10_kib", "rss100_kib", "freed_rss_kib"]
+METRICS = [
+    "secs", "peak_rss_kib", "end_rss_kib", "rss10_kib", "rss100_kib", "freed_rss_kib",
+    "user_secs", "sys_secs", "minflt",
+]
 
 
 def read_runs(path):
@@ -94,18 +97,21 @@ def note(workload, summary, check_mismatch):
 
 def markdown(table):
     lines = [
-        "| workload | allocator | runs | time (s) | time / poolmalloc | peak RSS (MiB) | peak / poolmalloc | notes |",
-        "|---|---|--:|--:|--:|--:|--:|---|",
+        "| workload | allocator | runs | time (s) | time / poolmalloc | peak RSS (MiB) | peak / poolmalloc "
+        "| user / sys CPU (s) | minor faults | notes |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for workload, by_alloc in table.items():
         all_checks = set().union(*(s["checks"] for s in by_alloc.values()))
         for alloc in ordered_allocators(by_alloc):
             s = by_alloc[alloc]
             secs = "n/a" if "secs" not in s else f"{s['secs']:.3f}"
+            cpu = "n/a" if "user_secs" not in s else f"{s['user_secs']:.2f} / {s['sys_secs']:.2f}"
+            faults = "n/a" if "minflt" not in s else f"{s['minflt']:.0f}"
             lines.append(
                 f"| {workload} | {alloc} | {s['runs']} | {secs} | {fmt_ratio(ratio(by_alloc, alloc, 'secs'))} "
                 f"| {fmt_mib(s.get('peak_rss_kib'))} | {fmt_ratio(ratio(by_alloc, alloc, 'peak_rss_kib'))} "
-                f"| {note(workload, s, len(all_checks) > 1)} |"
+                f"| {cpu} | {faults} | {note(workload, s, len(all_checks) > 1)} |"
             )
     return "\n".join(lines)
 

@@ -17,6 +17,9 @@
 //! - `secs`: wall time of the workload (for `idle`, without the sleep);
 //! - `peak_rss_kib`: `VmHWM` from `/proc/self/status` at the end;
 //! - `end_rss_kib`: `VmRSS` at the end (for `idle`, after the sleep);
+//! - `user_secs`, `sys_secs`, `minflt`: CPU times and minor page faults of
+//!   the whole process (`getrusage`), which tell time spent in the allocator
+//!   from time spent faulting pages in;
 //! - `check`: a digest of the results; it must be equal for every allocator
 //!   at the same scale, which shows that they all did the same work.
 //!
@@ -101,6 +104,25 @@ pub fn status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU times and minor faults of the whole process so far.
+pub struct Usage {
+    pub user_secs: f64,
+    pub sys_secs: f64,
+    pub minflt: u64,
+}
+
+/// [`Usage`] from `getrusage(RUSAGE_SELF)`; zeros if the call fails.
+pub fn process_usage() -> Usage {
+    // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable `rusage` for the call to fill.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return Usage { user_secs: 0.0, sys_secs: 0.0, minflt: 0 };
+    }
+    let secs = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    Usage { user_secs: secs(ru.ru_utime), sys_secs: secs(ru.ru_stime), minflt: ru.ru_minflt as u64 }
+}
+
 /// What a workload reports besides its wall time.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -156,10 +178,11 @@ pub fn main(alloc_name: &str, extra: fn() -> String) {
     let secs = report.secs.unwrap_or_else(|| start.elapsed().as_secs_f64());
     let end_rss_kib = report.end_rss_kib.unwrap_or_else(|| status_kib("VmRSS"));
     let peak_rss_kib = status_kib("VmHWM");
+    let usage = process_usage();
     let mut line = format!(
         "workload={name} alloc={alloc_name} scale={scale} secs={secs:.4} peak_rss_kib={peak_rss_kib} \
-         end_rss_kib={end_rss_kib} check={}",
-        report.check
+         end_rss_kib={end_rss_kib} user_secs={:.3} sys_secs={:.3} minflt={} check={}",
+        usage.user_secs, usage.sys_secs, usage.minflt, report.check
     );
     for (key, value) in &report.fields {
         line.push_str(&format!(" {key}={value}"));
