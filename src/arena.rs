@@ -647,10 +647,18 @@ pub unsafe fn unlock_after_fork() {
     unsafe { ARENAS.unlock_raw() };
 }
 
-/// Checks the bucket lists against the free masks (`debug-invariants`).
-/// Returns the number of arenas.
+/// Checks the bucket lists against the free masks, and the masks and the
+/// header-pool class against each other (`debug-invariants`): only fields
+/// written under the lock held here. Returns the number of arenas.
 #[cfg(feature = "debug-invariants")]
 pub fn check() -> usize {
+    // Failures abort with a message rather than panic: a panic allocates,
+    // and the allocation may need the arena lock this check holds.
+    fn require(ok: bool, message: &str) {
+        if !ok {
+            os::fatal(message);
+        }
+    }
     let arenas = ARENAS.lock();
     let mut total = 0;
     for (count, &head) in arenas.buckets.iter().enumerate() {
@@ -659,9 +667,26 @@ pub fn check() -> usize {
         while !arena.is_null() {
             // SAFETY: linked arenas are live headers.
             let a = unsafe { &*arena };
-            assert_eq!(a.free_count(), count);
-            assert_eq!(a.prev.get(), prev);
-            assert!(contains(arena.cast()));
+            require(a.free_count() == count, "arena check: an arena in the wrong bucket");
+            require(a.prev.get() == prev, "arena check: a broken bucket link");
+            require(contains(arena.cast()), "arena check: a linked arena missing from the arena map");
+            let (free, dirty) = (a.free_mask.get(), a.dirty_mask.get());
+            require(dirty & !free == 0, "arena check: a dirty pool that is not free");
+            // A span starts at the header pool exactly when that pool is in
+            // use: no other span may contain it (`find_span`). Pools a purge
+            // has reserved look in use too, so only check when none is.
+            let header_in_use = free & (1 << header_pool(a.base())) == 0;
+            let class = a.header_span_class.get();
+            if arenas.reserved_pools == 0 {
+                require(header_in_use == (class != NO_CLASS), "arena check: header pool in use without a header span");
+            }
+            if class != NO_CLASS {
+                require(header_in_use, "arena check: a header span in a free header pool");
+                require(
+                    size_class::class_blocks_per_header_span(class as usize) != 0,
+                    "arena check: a class at a header pool that cannot start there",
+                );
+            }
             prev = arena;
             arena = a.next.get();
             total += 1;
