@@ -53,6 +53,7 @@ fn zeroed_large_blocks_from_the_cache_are_zero() {
 }
 
 #[test]
+#[cfg_attr(poolmalloc_tsan, ignore = "no mremap under ThreadSanitizer (see os::remap)")]
 fn vec_growth_to_256_mib_uses_mremap() {
     let _turn = TURN.lock().unwrap();
     let remaps_before = poolmalloc::stats().large_remaps;
