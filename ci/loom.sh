@@ -3,8 +3,9 @@
 # remote-free protocol on real pools and pending lists, the thread-exit
 # hand-over of a heap record (adopted by a new thread, or collected by the
 # purger, which must be woken for frees that land after its pass), the
-# slow-path Lock (its futex modelled by a loom Mutex and Condvar), and the
-# purger's sleep/wake handshake. Loom runs each model under
+# slow-path Lock (its futex modelled by a loom Mutex and Condvar), the
+# purger's sleep/wake handshake, and the hand-over of a kept pool's pages
+# between its owner and the purger. Loom runs each model under
 # every interleaving up to LOOM_MAX_PREEMPTIONS preemptions, with the stale
 # reads the atomics' orderings allow, and reports lost or duplicated blocks,
 # races on blocks handed between threads, and lost wake-ups (as deadlocks).

@@ -18,7 +18,7 @@ use crate::config::{
 use crate::counters::{HeapCounters, OS_COUNTERS};
 use crate::decay;
 use crate::os;
-use crate::pool::Pool;
+use crate::pool::{Pool, PurgeClaim};
 use crate::size_class::{self, Class};
 use crate::sync::{AtomicPtr, AtomicU64, Lock, Ordering};
 use core::cell::Cell;
@@ -131,8 +131,6 @@ pub unsafe fn pool_of(p: *const u8) -> *mut Pool {
 struct Arenas {
     /// `buckets[n]`: arenas with exactly `n` free pools (doubly linked).
     buckets: [*mut Arena; POOLS_PER_ARENA + 1],
-    /// Without a background purger: when a slow path should purge next.
-    inline_purge_due: u64,
     /// Free pools the purger holds while it purges them (off the free
     /// masks, in no heap); the census counts them as free.
     reserved_pools: usize,
@@ -147,7 +145,6 @@ unsafe impl Send for Arenas {}
 
 static ARENAS: Lock<Arenas> = Lock::new(Arenas {
     buckets: [ptr::null_mut(); POOLS_PER_ARENA + 1],
-    inline_purge_due: 0,
     reserved_pools: 0,
     chunk_next: 0,
     chunk_end: 0,
@@ -266,57 +263,87 @@ pub fn acquire_pool(class: Class, owner: usize, counters: &HeapCounters) -> *mut
     ptr::from_ref(pool).cast_mut()
 }
 
-/// Gives a span back to its arena, dirty: its pages stay resident until the
-/// arena has been quiet for the purge delay. Empty arenas stay mapped until
-/// then too, so a program that frees and reallocates in waves does not pay
-/// for mappings and page faults in every wave. Slow path.
+/// Gives spans back to their arenas in one hold of the arena lock: `head`
+/// and the descriptors linked from it by `next_available`. Unless the caller
+/// knows them purged (`dirty` false: kept pools the purger purged), their
+/// pages stay resident until the arena has been quiet for the purge delay.
+/// Empty arenas stay mapped until then too, so a program that frees and
+/// reallocates in waves does not pay for mappings and page faults in every
+/// wave. Slow path.
 ///
 /// The owner's pool count goes down under the arena lock (see
 /// [`acquire_pool`]).
 ///
 /// # Safety
-/// `pool` is a live descriptor in use, with no block handed out, owned by
-/// the heap whose `counters` these are.
-pub unsafe fn release_pool(pool: *mut Pool, counters: &HeapCounters) {
-    // SAFETY: the caller guarantees a live descriptor.
-    let pool = unsafe { &*pool };
-    let pools = pool.span_pools();
-    let class = pool.class();
-    pool.retire();
-    let arena = header_at(ptr::from_ref(pool) as usize & !ARENA_MASK);
-    // SAFETY: descriptors live in their arena's header.
-    let a = unsafe { &*arena };
-    let first = (ptr::from_ref(pool) as usize - a.pools.as_ptr() as usize) / core::mem::size_of::<Pool>();
-    let run = run_mask(first, pools);
+/// Every pool on the list is a live descriptor in use, with no block handed
+/// out, not kept (or claimed back), owned by the heap whose `counters` these
+/// are, and on no other list.
+pub unsafe fn release_pools(head: *mut Pool, counters: &HeapCounters, dirty: bool) {
     let now = decay::now_ms();
+    let mut released = 0;
     let mut arenas = ARENAS.lock();
-    let before = a.free_count();
-    arenas.unlink(a, before);
-    a.free_mask.set(a.free_mask.get() | run);
-    a.dirty_mask.set(a.dirty_mask.get() | run);
-    a.released_at.set(now);
-    if first == header_pool(a.base()) {
-        a.header_span_class.set(NO_CLASS);
+    let mut next = head;
+    while !next.is_null() {
+        // SAFETY: the caller guarantees live descriptors.
+        let pool = unsafe { &*next };
+        next = pool.next_available.replace(ptr::null_mut());
+        let pools = pool.span_pools();
+        let class = pool.class();
+        pool.retire();
+        let arena = header_at(ptr::from_ref(pool) as usize & !ARENA_MASK);
+        // SAFETY: descriptors live in their arena's header.
+        let a = unsafe { &*arena };
+        let first = (ptr::from_ref(pool) as usize - a.pools.as_ptr() as usize) / core::mem::size_of::<Pool>();
+        let run = run_mask(first, pools);
+        let before = a.free_count();
+        arenas.unlink(a, before);
+        a.free_mask.set(a.free_mask.get() | run);
+        if dirty {
+            a.dirty_mask.set(a.dirty_mask.get() | run);
+        }
+        a.released_at.set(now);
+        if first == header_pool(a.base()) {
+            a.header_span_class.set(NO_CLASS);
+        }
+        arenas.link(arena, before + pools);
+        counters.on_pool_released(class);
+        released += pools;
     }
-    arenas.link(arena, before + pools);
-    counters.on_pool_released(class);
     decay::note_dirty();
-    let purge_now = decay::purge_inline() && arenas.inline_purge_due <= now;
-    if purge_now {
-        arenas.inline_purge_due = now.saturating_add(decay::settings().purge_delay_ms / 2);
-    }
     drop(arenas);
-    OS_COUNTERS.dirty_pools_released(pools * POOL_SIZE);
-    if purge_now {
+    if dirty {
+        OS_COUNTERS.dirty_pools_released(released * POOL_SIZE);
+    }
+    purge_inline_if_due(now);
+}
+
+/// Without a background purger, when slow paths purge next (ms).
+static INLINE_PURGE_DUE: AtomicU64 = AtomicU64::new(0);
+
+/// Without a background purger (`decay::purge_inline`): purges what is due,
+/// at most every half purge delay. Called on the slow paths that make pool
+/// memory dirty (releasing or keeping pools).
+pub fn purge_inline_if_due(now: u64) {
+    if !decay::purge_inline() {
+        return;
+    }
+    let due = INLINE_PURGE_DUE.load(Ordering::Relaxed);
+    let next = now.saturating_add(decay::settings().purge_delay_ms / 2);
+    // One thread wins each turn; the others go on.
+    if due <= now && INLINE_PURGE_DUE.compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
         purge(now, false);
     }
 }
 
-/// Most arena runs purged per lock hold, so other threads wait for at most
-/// a short pass over the lists.
+/// Most arena runs purged per lock hold of `purge_arenas`, so other threads
+/// wait for at most a short pass over the lists.
 const PURGE_BATCH: usize = 32;
 
-/// Returns memory of quiet arenas to the OS: dirty free pools of arenas
+/// Returns memory to the OS: the free pools of quiet arenas (below) and,
+/// in place, the pools heaps have kept for the purge delay (`purge_kept`).
+/// Returns when the next dirty memory comes due, if any.
+///
+/// Arenas: dirty free pools of arenas
 /// whose last release is at least the purge delay old (all of them if
 /// `force`) are purged with `MADV_DONTNEED`; empty arenas beyond
 /// `ARENA_SPARES` are unmapped (spares are purged instead). Returns when the
@@ -325,6 +352,16 @@ const PURGE_BATCH: usize = 32;
 /// The pools being purged are marked in use while the lock is dropped for
 /// the system calls, so no heap can take them meanwhile.
 pub fn purge(now: u64, force: bool) -> Option<u64> {
+    let arenas_due = purge_arenas(now, force);
+    let kept_due = purge_kept(now, force);
+    match (arenas_due, kept_due) {
+        (Some(a), Some(k)) => Some(a.min(k)),
+        (a, k) => a.or(k),
+    }
+}
+
+/// The free pools of quiet arenas and the empty arenas (see [`purge`]).
+fn purge_arenas(now: u64, force: bool) -> Option<u64> {
     let delay = decay::settings().purge_delay_ms;
     let mut next_due: Option<u64> = None;
     loop {
@@ -420,6 +457,77 @@ pub fn purge(now: u64, force: bool) -> Option<u64> {
             arenas.link(arena, count + mask.count_ones() as usize);
             arenas.reserved_pools -= mask.count_ones() as usize;
         }
+    }
+}
+
+/// Most kept pools claimed per lock hold of `purge_kept`.
+const KEPT_PURGE_BATCH: usize = 128;
+
+/// Purges in place the pages of pools heaps keep (`PoolState::Kept`) that
+/// have been kept for the purge delay (all of them if `force`): the pools
+/// stay with their heaps. Returns when the next kept pool comes due, if any
+/// is still dirty. The claims on the pages (see `Pool::keep`) are taken
+/// under the arena lock, which keeps the arenas linked while they are
+/// walked; a claimed pool is in use, so its arena stays mapped after the
+/// lock is dropped for the system calls.
+fn purge_kept(now: u64, force: bool) -> Option<u64> {
+    const _: () = assert!(POOLS_PER_ARENA < KEPT_PURGE_BATCH, "an arena's claims fit in a batch");
+    let delay = decay::settings().purge_delay_ms;
+    let mut next_due: Option<u64> = None;
+    // Each lock hold claims at most a batch; the next one starts again at
+    // the head of the bucket where the last stopped (buckets change while
+    // the lock is dropped). Pools purged already are clean and skipped.
+    let mut bucket = 0;
+    loop {
+        let mut claims = [(ptr::null::<Pool>(), 0u64); KEPT_PURGE_BATCH];
+        let mut claimed = 0;
+        {
+            let arenas = ARENAS.lock();
+            'walk: while bucket <= POOLS_PER_ARENA {
+                let mut arena = arenas.buckets[bucket];
+                while !arena.is_null() {
+                    // SAFETY: linked arenas are live headers; the lock is held.
+                    let a = unsafe { &*arena };
+                    if claimed + POOLS_PER_ARENA > KEPT_PURGE_BATCH {
+                        break 'walk;
+                    }
+                    for pool in &a.pools {
+                        match pool.claim_for_purge(now, delay, force) {
+                            PurgeClaim::Nothing => {}
+                            PurgeClaim::NotDue(due) => next_due = Some(next_due.map_or(due, |d| d.min(due))),
+                            PurgeClaim::Claimed(claim) => {
+                                claims[claimed] = (ptr::from_ref(pool), claim);
+                                claimed += 1;
+                            }
+                        }
+                    }
+                    arena = a.next.get();
+                }
+                bucket += 1;
+            }
+        }
+        let mut bytes = 0;
+        for &(pool, claim) in &claims[..claimed] {
+            // SAFETY: a claimed kept pool stays live and in use (its owner
+            // cannot claim it back) until `end_purge`.
+            let p = unsafe { &*pool };
+            let (start, end) = p.span_extent();
+            // SAFETY: the claim gives the purger the span's pages: none of
+            // its blocks is out or carved, and the owner waits for the claim.
+            unsafe { purge_pages(start, end) };
+            bytes += end - start;
+            p.end_purge(claim);
+        }
+        if claimed > 0 {
+            OS_COUNTERS.kept_pools_purged(bytes);
+        }
+        if bucket > POOLS_PER_ARENA {
+            return next_due;
+        }
+        // Arenas that moved to a bucket already walked while the lock was
+        // dropped were missed: look again within the delay.
+        let again = now.saturating_add(delay);
+        next_due = Some(next_due.map_or(again, |d| d.min(again)));
     }
 }
 
@@ -645,6 +753,24 @@ pub fn lock_for_fork() {
 pub unsafe fn unlock_after_fork() {
     // SAFETY: forwarded from the caller.
     unsafe { ARENAS.unlock_raw() };
+}
+
+/// In a forked child: drops the claims the parent's purger held on kept
+/// pools' pages when the fork happened (it did not survive the fork), so
+/// their owner, if it is the child's thread, can use them again.
+pub fn abandon_purge_claims() {
+    let arenas = ARENAS.lock();
+    for &head in &arenas.buckets {
+        let mut arena = head;
+        while !arena.is_null() {
+            // SAFETY: linked arenas are live headers; the lock is held.
+            let a = unsafe { &*arena };
+            for pool in &a.pools {
+                pool.abandon_purge();
+            }
+            arena = a.next.get();
+        }
+    }
 }
 
 /// Checks the bucket lists against the free masks, and the masks and the

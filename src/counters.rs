@@ -282,6 +282,11 @@ impl OsCounters {
         self.dirty_pool_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
+    /// Kept pools of `bytes` in all were purged in place (see `Pool::keep`).
+    pub(crate) fn kept_pools_purged(&self, bytes: usize) {
+        self.purged_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     /// Dirty pools of `bytes` in all were purged, of which `kept` bytes (a
     /// header page) stayed resident.
     pub(crate) fn dirty_pools_purged(&self, bytes: usize, kept: usize) {

@@ -2,9 +2,10 @@
 //! wake-up of the background purger.
 //!
 //! Freed memory is not returned at once (that would make every phase change
-//! pay `madvise` and page faults again). Free pools and cached large mappings
-//! are marked dirty with the time; once they have stayed unused for the purge
-//! delay they are purged (`MADV_DONTNEED`) or unmapped. Who purges:
+//! pay `madvise` and page faults again). Free pools, pools heaps keep and
+//! cached large mappings are marked dirty with the time; once they have
+//! stayed unused for the purge delay they are purged (`MADV_DONTNEED`) or
+//! unmapped. Who purges:
 //! - the background purger, a thread started the first time memory becomes
 //!   dirty, which sleeps on a futex while nothing is dirty (an idle process
 //!   with nothing to return costs no wake-ups), and otherwise wakes when the
@@ -146,8 +147,8 @@ pub fn purge_inline() -> bool {
 /// memory made dirty after this call finds the purger IDLE and wakes it, and
 /// memory made dirty before it is seen by the pass: for arenas and the shared
 /// cache because both sides take the same lock between their store and load;
-/// for the heaps' large slots, which take no lock, because the slot's store,
-/// this store and both loads are SeqCst.
+/// for the heaps' large slots and kept pools, which take no lock, because the
+/// slot's or pool's store, this store and both loads are SeqCst.
 pub fn purger_begin_pass() {
     PURGER.store(IDLE, Ordering::SeqCst);
 }

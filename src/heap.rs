@@ -26,13 +26,17 @@ use core::ffi::c_void;
 use core::ptr;
 use crossbeam_utils::CachePadded;
 
-/// A heap: for each class, the pool it allocates from (`active`) and the
-/// pools with free blocks (`available`); and the pools other threads have
-/// freed blocks to (`pending`).
+/// A heap: for each class, the pool it allocates from (`active`), the
+/// pools with free blocks (`available`) and the unused pools it keeps
+/// (`kept`); and the pools other threads have freed blocks to (`pending`).
 #[repr(C)]
 pub struct Heap {
     active: [Cell<*mut Pool>; CLASS_COUNT],
     available: [Cell<*mut Pool>; CLASS_COUNT],
+    /// Per class, Kept pools (singly linked by `next_available`).
+    kept: [Cell<*mut Pool>; CLASS_COUNT],
+    /// Pools in the spans on the kept lists.
+    kept_pools: Cell<usize>,
     /// Link on the idle list while no thread owns the heap.
     next_idle: Cell<*mut Heap>,
     /// True while the heap is on the idle list: a remote free to it then
@@ -75,6 +79,8 @@ impl Heap {
         Self {
             active: [const { Cell::new(ptr::from_ref(&EMPTY_POOL.0).cast_mut()) }; CLASS_COUNT],
             available: [const { Cell::new(ptr::null_mut()) }; CLASS_COUNT],
+            kept: [const { Cell::new(ptr::null_mut()) }; CLASS_COUNT],
+            kept_pools: Cell::new(0),
             next_idle: Cell::new(ptr::null_mut()),
             idle: AtomicBool::new(false),
             next_record: AtomicPtr::new(ptr::null_mut()),
@@ -210,8 +216,8 @@ unsafe fn refill(heap: &Heap, class: Class, size: Requested) -> *mut u8 {
 /// The refill slow path: finds a block of `class` for `heap` when its active
 /// pool's allocation list is empty. In order: the blocks this thread freed
 /// to the active pool (cache-hot), more carved from it, blocks other threads
-/// freed, an available pool, a fresh pool from the arenas. Null if the OS
-/// has no memory.
+/// freed, an available pool, a kept pool (carved afresh), a fresh pool from
+/// the arenas. Null if the OS has no memory.
 ///
 /// # Safety
 /// The caller owns `heap`.
@@ -258,48 +264,135 @@ unsafe fn refill_block(heap: &Heap, class: Class) -> *mut u8 {
         // SAFETY: the free list is not empty (checked or carved above).
         return unsafe { pool.pop() };
     }
-    let fresh = arena::acquire_pool(class, heap.id(), &heap.counters);
+    let mut fresh = take_kept(heap, class);
     if fresh.is_null() {
-        return ptr::null_mut();
+        fresh = arena::acquire_pool(class, heap.id(), &heap.counters);
+        if fresh.is_null() {
+            return ptr::null_mut();
+        }
     }
     slot.set(fresh);
-    // SAFETY: a fresh pool is ours, and a fresh span always carves.
+    // SAFETY: a fresh or kept pool is ours and carves from its start.
     unsafe {
         (*fresh).carve();
         (*fresh).pop()
     }
 }
 
+/// Most pools a heap keeps (64 MiB); one more sends them all back to the
+/// arenas, in one lock hold.
+const MAX_KEPT_POOLS: usize = 4096;
+
+/// Keeps an unused pool, off the available list, for the heap to carve
+/// afresh ([`Pool::keep`]) instead of giving it back to its arena.
+///
+/// Why: pymalloc's rule, every pool back to its arena the moment it is
+/// unused, made compare/'s batch (100k blocks of 8..512 bytes, freed in
+/// random order: about 1600 pools a round) give its whole working set back
+/// and take it again in every round. Keeping them: 1.86-1.96 ms a round
+/// against 2.61-2.79 with the rule, mimalloc 2.04-2.12 (400 rounds a
+/// process, median round, four interleaved runs each). Why the rule cost
+/// that much is not understood: callgrind counts the same instructions and
+/// simulated cache misses both ways (an unbounded prototype: 89.0M against
+/// 89.1M for 10 rounds), and trials that took the arena lock once per 32
+/// spans, or kept at most 64 pools a heap, did not help beyond the noise.
+/// The cost of keeping: a heap's kept pools serve only its own thread and
+/// their class, so a program whose threads or classes take turns holds more
+/// (compare/'s workqueue peak RSS: 10.1-11.5 MiB before, 13.4-13.9 after,
+/// four runs each; jemalloc's is 14.8-17.1).
+///
+/// Keeping a pool with its free list instead was tried in an earlier
+/// session: the allocation phase went from 1.4-1.5 ms to 2.3-2.6 ms,
+/// because refilling from that list follows the random order of the frees,
+/// one dependent cache miss per block.
+///
+/// Kept pages do not stay resident for ever: the purger purges them in
+/// place once kept for the purge delay (`arena::purge`), as it purges free
+/// pools in the arenas.
+fn keep_pool(heap: &Heap, pool: &Pool) {
+    let now = decay::now_ms();
+    pool.keep(now);
+    let list = &heap.kept[pool.class()];
+    pool.next_available.set(list.get());
+    list.set(ptr::from_ref(pool).cast_mut());
+    heap.kept_pools.set(heap.kept_pools.get() + pool.span_pools());
+    decay::note_dirty();
+    if heap.kept_pools.get() > MAX_KEPT_POOLS {
+        release_kept(heap, false);
+    }
+    arena::purge_inline_if_due(now);
+}
+
+/// A Kept pool of `class`, made Active; null if there is none the purger is
+/// not purging right now.
+fn take_kept(heap: &Heap, class: Class) -> *mut Pool {
+    let list = &heap.kept[class];
+    let head = list.get();
+    // SAFETY: pools on the kept list are live pools this heap owns.
+    if head.is_null() || unsafe { (*head).claim_kept() }.is_none() {
+        return ptr::null_mut();
+    }
+    // SAFETY: as above.
+    let pool = unsafe { &*head };
+    list.set(pool.next_available.replace(ptr::null_mut()));
+    heap.kept_pools.set(heap.kept_pools.get() - pool.span_pools());
+    pool.set_state(PoolState::Active);
+    heap.counters.sample_peak(class);
+    head
+}
+
+/// Sends the heap's Kept pools back to their arenas in one lock hold. A
+/// pool the purger is purging at this moment is waited for if `wait` (the
+/// heap is being swept: at thread exit it would otherwise stay kept on an
+/// idle heap), else left kept. Waiting is safe: a purge claim lasts a few
+/// `madvise` calls, and the purger never waits for a heap.
+fn release_kept(heap: &Heap, wait: bool) {
+    let (mut dirty, mut clean): (*mut Pool, *mut Pool) = (ptr::null_mut(), ptr::null_mut());
+    let mut still_kept = 0;
+    for list in &heap.kept {
+        let mut pool = list.replace(ptr::null_mut());
+        while !pool.is_null() {
+            // SAFETY: pools on the kept list are live pools this heap owns.
+            let p = unsafe { &*pool };
+            let next = p.next_available.get();
+            let mut claim = p.claim_kept();
+            while wait && claim.is_none() {
+                os::yield_now();
+                claim = p.claim_kept();
+            }
+            let target = match claim {
+                Some(true) => &mut clean,
+                Some(false) => &mut dirty,
+                None => {
+                    still_kept += p.span_pools();
+                    p.next_available.set(list.get());
+                    list.set(pool);
+                    pool = next;
+                    continue;
+                }
+            };
+            p.next_available.set(*target);
+            *target = pool;
+            pool = next;
+        }
+    }
+    heap.kept_pools.set(still_kept);
+    // SAFETY: unused, claimed back from the purger, off the heap's lists
+    // (linked only to each other), and this heap's.
+    unsafe {
+        if !dirty.is_null() {
+            arena::release_pools(dirty, &heap.counters, true);
+        }
+        if !clean.is_null() {
+            arena::release_pools(clean, &heap.counters, false);
+        }
+    }
+}
+
 /// The slow path after a free (local, or remote ones taken back) drove the
 /// pool's counter to zero or below: a Full pool rejoins its class's
-/// available list; a pool that is not Active and has no block out goes back
-/// to its arena at once (pymalloc's rule), where it waits to be purged.
-///
-/// Keeping empty pools in the heap instead (mimalloc retires a page only
-/// after a while), to spare a batch-then-free program the arena lock and the
-/// carving, was tried: on compare/'s 100k-block batch of 8..512 bytes the
-/// allocation phase went from 1.4-1.5 ms to 2.3-2.6 ms. Refilling from a
-/// kept pool walks its free list in the random order of the frees, one
-/// dependent cache miss per block; carving a fresh pool writes it in address
-/// order, which the prefetcher follows. Callgrind: 13% fewer instructions and
-/// 61% fewer last-level write misses, but 15% more L1 read misses.
-///
-/// Keeping them *reset* (free lists dropped, carved afresh from the start
-/// when reused) was tried next, and is the measured way ahead, not yet
-/// built. On that batch (400 rounds a process, median round, four
-/// interleaved runs each): 1.81-2.47 ms with every empty pool kept, against
-/// 2.65-4.21 ms for this rule and mimalloc's 1.95-2.78. Callgrind counts the
-/// same instructions (89.0M against 89.1M for 10 rounds) and the same
-/// simulated cache misses either way. Two cheaper variants did not help
-/// beyond the noise (2.36-2.82 ms against 2.46-2.91 for this rule): keeping
-/// at most 64 pools a heap, and taking the arena lock once per batch of up to
-/// 32 spans each way. So the cost is not the lock holds; it is in giving
-/// the working set back and taking it again. It cannot be kept unbounded as
-/// is: the purger cannot reach pools a live heap holds, and tests/idle_rss
-/// (threads that free 1 GiB and stay alive) must get its memory back. The
-/// plan: kept pools purged in place by the purger, which claims one with a
-/// compare-and-swap on a per-pool flag that the owner also swaps before it
-/// carves the pool again.
+/// available list; a pool that is not Active and has no block out is kept
+/// for reuse (`keep_pool`).
 #[cold]
 #[inline(never)]
 fn settle(heap: &Heap, pool: &Pool) {
@@ -308,8 +401,7 @@ fn settle(heap: &Heap, pool: &Pool) {
     }
     if pool.state() == PoolState::Available && pool.is_unused() {
         unlink_available(heap, pool);
-        // SAFETY: unused, now off every list, and this heap's.
-        unsafe { arena::release_pool(ptr::from_ref(pool).cast_mut(), &heap.counters) };
+        keep_pool(heap, pool);
     }
 }
 
@@ -497,17 +589,19 @@ fn take_pending(heap: &Heap) {
     }
 }
 
-/// Returns every unused pool of `heap` to its arena: only Active pools can be
-/// unused here, since the others go back as soon as they are (`settle`;
-/// `check_current` asserts it under `debug-invariants`).
+/// Returns every unused pool of `heap` to its arena: the Kept ones, and
+/// Active ones with no block out (Available pools are kept as soon as they
+/// are unused, see `settle`; `check_current` asserts it under
+/// `debug-invariants`).
 fn sweep(heap: &Heap) {
+    release_kept(heap, true);
     for class in 0..CLASS_COUNT {
         let active = heap.active[class].get();
         // SAFETY: active pools are EMPTY_POOL or pools this heap owns.
         if !ptr::eq(active, empty_pool()) && unsafe { (*active).is_unused() } {
             heap.active[class].set(empty_pool());
             // SAFETY: unused, now off every list, and this heap's.
-            unsafe { arena::release_pool(active, &heap.counters) };
+            unsafe { arena::release_pools(active, &heap.counters, true) };
         }
     }
 }
@@ -624,8 +718,9 @@ fn start_thread() -> Option<*const Heap> {
     Some(heap)
 }
 
-/// The thread-exit hook: hands the heap back. Empty pools return to their
-/// arenas; pools with live blocks stay with the heap on the idle list, for
+/// The thread-exit hook: hands the heap back. Unused pools (kept ones
+/// included) return to their arenas; pools with live blocks stay with the
+/// heap on the idle list, for
 /// the next thread to adopt. Later allocations of this thread (in other
 /// destructors) use the shared heap; its later frees are remote frees.
 unsafe extern "C" fn thread_exit(value: *mut c_void) {
@@ -759,8 +854,8 @@ pub fn collect() {
     sweep(&SHARED_HEAP);
 }
 
-/// Takes back remote frees to the heaps of exited threads and returns their
-/// unused pools (their other pools went back when their threads exited).
+/// Takes back remote frees to the heaps of exited threads and returns the
+/// pools that left unused (the rest went back when their threads exited).
 /// The purger runs this; it owns each heap while it works on it.
 pub fn collect_idle() {
     let mut idle = IDLE.take_with_pending();
@@ -798,8 +893,9 @@ unsafe extern "C" fn fork_child() {
     // do not exist here; their pools are not reused in the child (their
     // large slots are: the purger steals those).
     unsafe { fork_parent() };
-    // The purger thread did not survive the fork.
+    // The purger thread did not survive the fork, nor its claims.
     decay::reset_after_fork();
+    arena::abandon_purge_claims();
 }
 
 // ---------------------------------------------------------------------------
@@ -815,7 +911,7 @@ fn check_free(p: *mut u8) {
     }
     // SAFETY: `p` is in a mapped arena, so its header and descriptors exist.
     let pool = unsafe { &*arena::pool_of(p) };
-    if pool.state() == PoolState::Free {
+    if matches!(pool.state(), PoolState::Free | PoolState::Kept) {
         os::fatal("free of a block in an unused pool (double free or invalid pointer)");
     }
     if pool.block_index(p).is_none() {
@@ -833,6 +929,7 @@ pub fn check_current() {
     let heap = current();
     // SAFETY: CURRENT is EMPTY_HEAP or this thread's heap.
     let h = unsafe { &*heap };
+    let mut kept_pools = 0;
     for class in 0..CLASS_COUNT {
         let active = h.active[class].get();
         if !ptr::eq(active, empty_pool()) {
@@ -841,6 +938,17 @@ pub fn check_current() {
             assert_eq!(a.class(), class);
             assert_eq!(a.state(), PoolState::Active);
             a.check();
+        }
+        let mut pool = h.kept[class].get();
+        while !pool.is_null() {
+            // SAFETY: kept pools are pools this heap owns.
+            let p = unsafe { &*pool };
+            assert_eq!(p.state(), PoolState::Kept);
+            assert_eq!(p.class(), class);
+            assert!(p.is_unused());
+            p.check();
+            kept_pools += p.span_pools();
+            pool = p.next_available.get();
         }
         let mut pool = h.available[class].get();
         while !pool.is_null() {
@@ -858,4 +966,5 @@ pub fn check_current() {
             pool = next;
         }
     }
+    assert_eq!(kept_pools, h.kept_pools.get(), "kept pool count");
 }

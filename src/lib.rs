@@ -72,24 +72,38 @@
 //! magic value tied to its address.
 //!
 //! ## Pool states
-//! A pool is, for its owning heap, in one of four states:
+//! A pool is, for its owning heap, in one of five states:
 //!
 //! ```text
 //!            acquire (arena lock)
 //!   Free ------------------------> Active --(exhausted)--> Full
-//!    ^                             ^                        |
-//!    | last block back      refill |                        | a block comes back
-//!    | (not Active)                |                        | (local free or remote
-//!    +------------------------- Available <-----------------+  frees taken back)
+//!    ^                             ^   ^                    |
+//!    |                      refill |   | refill             | a block comes back
+//!    |                             |   | (carves afresh)    | (local free or remote
+//!    |                        Available <-------------------+  frees taken back)
+//!    |                             |   |
+//!    |             last block back v   |
+//!    +---------------------------- Kept
+//!      swept, or over 64 MiB kept
 //! ```
 //!
 //! - **Active**: `heap.active[class]`; the fast path pops from it.
 //! - **Available**: on `heap.available[class]` (doubly linked), with free
 //!   blocks.
 //! - **Full**: on no list (pymalloc's full pools).
-//! - **Free**: back in its arena. A pool that is not Active goes back the
-//!   moment its last block comes back (pymalloc's rule); an Active pool goes
-//!   back when its heap is swept (thread exit, [`collect`]).
+//! - **Kept**: on `heap.kept[class]`, every block free and forgotten: when
+//!   the heap needs a pool of the class again it carves this one afresh,
+//!   without the arena lock. A pool that is not Active is kept the moment its
+//!   last block comes back. pymalloc instead returns it to the arena at
+//!   once, which made a program that frees and reallocates its working set
+//!   give it all back and take it again (see `heap::keep_pool` for the
+//!   measurements). Kept pages do not stay resident for ever: the purger
+//!   purges them in place after the purge delay (see below).
+//! - **Free**: back in its arena. Kept pools go back when their heap is swept
+//!   (thread exit, [`collect`]; a sweep waits for a purge in progress on one)
+//!   or when the heap keeps more than 64 MiB, all of them at once (those
+//!   being purged at that moment stay); an Active pool goes back when its
+//!   heap is swept.
 //!
 //! Both transitions a free can cause hang on one counter. `used` is
 //! `blocks_out + (1 if Active) + (i32::MIN if Full)`, so after a local free
@@ -104,7 +118,7 @@
 //!
 //! ## Arenas
 //! One lock guards the arena lists, taken only when a heap needs or returns a
-//! pool. Arenas sit in buckets by their number of free pools; a new pool comes
+//! pool, and by the purger's passes. Arenas sit in buckets by their number of free pools; a new pool comes
 //! from the fullest arena with room (pymalloc's ordering, O(1): at most 17
 //! buckets), so emptier arenas drain.
 //!
@@ -116,6 +130,11 @@
 //! empty arena is unmapped, except for one spare (`ARENA_SPARES`), whose
 //! pages are purged instead. Freed large mappings wait in a bounded cache
 //! (64 MiB, 32 entries) for reuse and are unmapped after the same delay.
+//! Pools a heap keeps (state Kept) are purged in place after the same delay,
+//! and stay with their heap: the purger and the owner hand a kept pool's
+//! pages over with a compare-and-swap on the descriptor (`Pool::keep`;
+//! modelled under loom), so a thread that frees its heap and goes idle gets
+//! its RSS back without ever running again.
 //!
 //! Arenas are 4 KiB-paged by default. On a big heap freed in random order
 //! that costs TLB misses: a 1.6 GiB batch of 1..32 KiB blocks ran 2.3x slower
@@ -137,14 +156,15 @@
 //! an idle process with nothing to return costs no wake-ups; otherwise it
 //! wakes when the oldest dirty memory comes due. Each pass also takes back
 //! blocks freed to the heaps of exited threads. Without it
-//! (`POOLMALLOC_BACKGROUND_PURGE=0`), arena and large-allocation slow paths
-//! check the clock and purge what is due. Nothing purges on a fast path.
+//! (`POOLMALLOC_BACKGROUND_PURGE=0`), the slow paths that release or keep
+//! pools or cache large mappings check the clock and purge what is due. Nothing purges on a fast path.
 //! Settings are read once with `getenv`; see the `decay` module.
 //!
-//! A live thread's heap is touched only by that thread, so two things wait
-//! for it: its Active pools (at most one per class), and blocks other
-//! threads freed to its pools, which it takes back on its next slow path.
-//! [`collect`] does both for the calling thread at once.
+//! A live thread's heap is touched only by that thread, so three things wait
+//! for it: its Active pools (at most one per class), its Kept pools (whose
+//! pages are purged, but whose address space stays the heap's), and blocks
+//! other threads freed to its pools, which it takes back on its next slow
+//! path. [`collect`] does all three for the calling thread at once.
 //!
 //! ## Fast paths
 //! Allocation: thread-local heap pointer, `active[class]`, pop its `free`
@@ -201,7 +221,8 @@
 //! `pthread_atfork` handlers take the shared-heap, idle-list, arena and
 //! large-cache locks before `fork` and release them on both sides, so a child
 //! can allocate whatever the parent's other threads were doing. The purger
-//! thread does not survive a fork; the child starts its own on demand.
+//! thread does not survive a fork; the child starts its own on demand, and
+//! drops the claims the old one held on kept pools in the middle of a purge.
 //!
 //! ## Large allocations
 //! Each is one mapping, with a header just before the block. Growing one
@@ -451,10 +472,11 @@ pub unsafe fn usable_size(ptr: *const u8) -> usize {
 /// analogue of `gc.collect()` or `malloc_trim`):
 /// - takes back blocks other threads freed to the calling thread's heap, to
 ///   heaps of exited threads, and to the shared heap, and returns their
-///   unused pools to the arenas (the calling thread's own current pools
-///   included);
+///   unused pools to the arenas (the calling thread's own current and kept
+///   pools included);
 /// - purges every free pool (`MADV_DONTNEED`) and unmaps every empty arena
-///   beyond one spare (whose pages are purged);
+///   beyond one spare (whose pages are purged), and purges in place the
+///   pools other live heaps keep;
 /// - unmaps every cached large mapping.
 ///
 /// It costs a walk over those heaps' pools and the arena lists, and one

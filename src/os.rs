@@ -179,6 +179,13 @@ pub fn fatal(message: &str) -> ! {
     }
 }
 
+/// Gives the CPU to another thread (a short wait on a thread that holds
+/// something briefly and never waits for the caller).
+pub fn yield_now() {
+    // SAFETY: no preconditions.
+    unsafe { libc::sched_yield() };
+}
+
 /// Milliseconds on a monotonic clock (the coarse one: a vDSO read, no
 /// syscall; resolution of a few milliseconds is plenty for purge delays).
 pub fn now_ms() -> u64 {

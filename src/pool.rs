@@ -38,7 +38,7 @@
 //! ```
 
 use crate::size_class::{self, Class};
-use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use core::cell::Cell;
 use core::ptr;
 
@@ -60,6 +60,10 @@ pub enum PoolState {
     Available = 2,
     /// On no list: it had no free block when last looked at.
     Full = 3,
+    /// On its heap's kept list for its class: no block out and none carved,
+    /// kept for the heap to carve afresh instead of going back to the arena.
+    /// The purger may purge its pages in place (see [`Pool::keep`]).
+    Kept = 4,
 }
 
 impl PoolState {
@@ -68,7 +72,7 @@ impl PoolState {
         match self {
             PoolState::Active => 1,
             PoolState::Full => i32::MIN,
-            PoolState::Free | PoolState::Available => 0,
+            PoolState::Free | PoolState::Available | PoolState::Kept => 0,
         }
     }
 }
@@ -134,6 +138,28 @@ pub struct Pool {
     pub(crate) remote: AtomicPtr<Block>,
     /// Link on the owning heap's pending list (pools with remote frees).
     pub(crate) next_pending: AtomicPtr<Pool>,
+    /// For a Kept pool, when it was kept (ms) and who may touch its pages:
+    /// `(ms << 2) | KEPT_*`; 0 otherwise. The owner and the purger hand the
+    /// pages over with it (see [`Pool::keep`]).
+    kept: AtomicU64,
+}
+
+/// `kept` low bits: the pages may be resident, and the owner may claim them.
+const KEPT_DIRTY: u64 = 1;
+/// The purger is purging them; the owner must leave the pool alone.
+const KEPT_PURGING: u64 = 2;
+/// Purged; the owner may claim them.
+const KEPT_CLEAN: u64 = 3;
+const KEPT_BITS: u64 = 3;
+
+/// What [`Pool::claim_for_purge`] found.
+pub enum PurgeClaim {
+    /// Not kept, or already purged (or being purged).
+    Nothing,
+    /// Kept dirty, but not for the purge delay yet: due at this time (ms).
+    NotDue(u64),
+    /// Claimed: purge the span's pages, then call `end_purge` with this.
+    Claimed(u64),
 }
 
 // Loom's atomics are bigger than the real ones; the layout matters only for real.
@@ -175,6 +201,7 @@ impl Pool {
             local_free: Cell::new(ptr::null_mut()),
             remote: AtomicPtr::new(ptr::null_mut()),
             next_pending: AtomicPtr::new(ptr::null_mut()),
+            kept: AtomicU64::new(0),
         }
     }
 
@@ -197,6 +224,7 @@ impl Pool {
             local_free: Cell::new(ptr::null_mut()),
             remote: AtomicPtr::new(ptr::null_mut()),
             next_pending: AtomicPtr::new(ptr::null_mut()),
+            kept: AtomicU64::new(0),
         }
     }
 
@@ -222,9 +250,103 @@ impl Pool {
         self.owner.store(owner, Ordering::Relaxed);
     }
 
+    /// Keeps the unused pool for its heap (state Kept) at time `now_ms`: its
+    /// blocks are forgotten, so it carves afresh from its start when used
+    /// again (carving writes the free list in address order, which the
+    /// prefetcher follows; the list the frees left is in their order). Owner
+    /// only; touches none of the span.
+    ///
+    /// The pages of a kept pool may stay resident, so the purger may purge
+    /// them in place once the pool has been kept for the purge delay. The
+    /// two sides hand the pages over through `kept`: the purger claims them
+    /// with a compare-and-swap from dirty to purging
+    /// ([`claim_for_purge`](Self::claim_for_purge)) and gives them back as
+    /// clean ([`end_purge`](Self::end_purge), Release); the owner claims the
+    /// pool back ([`claim_kept`](Self::claim_kept)) with a compare-and-swap
+    /// from dirty or clean to 0 (Acquire), never from purging. So the purge
+    /// happens before the owner's next write, or not at all.
+    pub fn keep(&self, now_ms: u64) {
+        debug_assert_eq!(self.blocks_out(), 0);
+        debug_assert!(self.remote.load(Ordering::Relaxed).is_null());
+        self.free.set(ptr::null_mut());
+        self.local_free.set(ptr::null_mut());
+        self.carved.set(0);
+        self.state.set(PoolState::Kept);
+        self.used.set(PoolState::Kept.bias());
+        self.local_mark.set(PoolState::Kept.bias());
+        // SeqCst, as the load in `decay::note_dirty` that follows and the
+        // purger's side (`purger_begin_pass`, then `claim_for_purge`): either
+        // the purger's pass sees this pool, or the owner sees the purger
+        // idle and wakes it (no lock orders the two here). It also
+        // releases the span's extent, which the purger reads once claimed.
+        self.kept.store(now_ms << 2 | KEPT_DIRTY, Ordering::SeqCst);
+    }
+
+    /// Takes a Kept pool back from the purger's reach, for its owner to use
+    /// or release: `Some(true)` if its pages were purged, `Some(false)` if
+    /// they may be resident. `None` while the purger is purging it: the owner
+    /// must then leave it kept (or wait). Owner only.
+    pub fn claim_kept(&self) -> Option<bool> {
+        let kept = self.kept.load(Ordering::Relaxed);
+        debug_assert_ne!(kept, 0, "claiming a pool that is not kept");
+        if kept & KEPT_BITS == KEPT_PURGING
+            || self.kept.compare_exchange(kept, 0, Ordering::Acquire, Ordering::Relaxed).is_err()
+        {
+            return None;
+        }
+        Some(kept & KEPT_BITS == KEPT_CLEAN)
+    }
+
+    /// The purger's claim on a Kept pool's pages, if it has been kept dirty
+    /// for `delay_ms` by `now_ms` (or at all, if `force`).
+    pub fn claim_for_purge(&self, now_ms: u64, delay_ms: u64, force: bool) -> PurgeClaim {
+        // SeqCst: see `keep`; it also acquires the span's extent.
+        let kept = self.kept.load(Ordering::SeqCst);
+        if kept & KEPT_BITS != KEPT_DIRTY {
+            return PurgeClaim::Nothing;
+        }
+        let (kept_at, due) = (kept >> 2, (kept >> 2).saturating_add(delay_ms));
+        // Forced, all pools kept by `now_ms`: later ones cannot keep the
+        // caller looping.
+        if if force { kept_at > now_ms } else { due > now_ms } {
+            return PurgeClaim::NotDue(due);
+        }
+        let purging = kept & !KEPT_BITS | KEPT_PURGING;
+        match self.kept.compare_exchange(kept, purging, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => PurgeClaim::Claimed(purging),
+            Err(_) => PurgeClaim::Nothing,
+        }
+    }
+
+    /// Gives purged pages back to the owner. `claim` is what
+    /// [`claim_for_purge`](Self::claim_for_purge) returned.
+    pub fn end_purge(&self, claim: u64) {
+        // Only the purger changes a purging value, so a plain store will do.
+        self.kept.store(claim & !KEPT_BITS | KEPT_CLEAN, Ordering::Release);
+    }
+
+    /// Drops a purge claim whose purger is gone (in a forked child, where
+    /// only the forking thread survives): the pages go back to the owner as
+    /// dirty, purged or not.
+    pub fn abandon_purge(&self) {
+        let kept = self.kept.load(Ordering::Relaxed);
+        if kept & KEPT_BITS == KEPT_PURGING {
+            self.kept.store(kept & !KEPT_BITS | KEPT_DIRTY, Ordering::Relaxed);
+        }
+    }
+
+    /// The bytes of the span: from its first block to the end of its last
+    /// pool. Read by the purger only while it holds a claim on the pages.
+    pub fn span_extent(&self) -> (usize, usize) {
+        let start = self.start.get() as usize;
+        let end = (start & !(crate::config::POOL_SIZE - 1)) + self.span_pools() * crate::config::POOL_SIZE;
+        (start, end)
+    }
+
     /// Marks the descriptor free again (its span goes back to the arena).
     pub fn retire(&self) {
         debug_assert_eq!(self.blocks_out(), 0);
+        debug_assert_eq!(self.kept.load(Ordering::Relaxed), 0, "retiring a kept pool not claimed back");
         debug_assert!(self.remote.load(Ordering::Relaxed).is_null());
         self.set_state(PoolState::Free);
         self.free.set(ptr::null_mut());

@@ -1,6 +1,7 @@
 //! The background purger: a thread that returns memory which has stayed
 //! free for the purge delay, so that a process that frees its heap and goes
-//! idle gets its RSS back without calling anything (see [`decay`]).
+//! idle gets its RSS back without calling anything (see [`decay`]). That
+//! includes the pools live heaps keep for reuse, purged in place.
 //!
 //! Each pass takes back blocks freed to the heaps of exited threads (and
 //! returns their unused pools), then purges quiet arenas, moves every

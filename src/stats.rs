@@ -37,8 +37,10 @@ pub struct Stats {
     pub large_remaps: usize,
     /// Live thread heaps.
     pub thread_count: usize,
-    /// Free memory held for reuse: free pools not yet purged plus cached
-    /// large mappings. It is returned to the OS after the purge delay.
+    /// Free memory held for reuse: free pools in arenas not yet purged plus
+    /// cached large mappings. It is returned to the OS after the purge delay.
+    /// Pools heaps keep for reuse are not in it: they count as pools in use
+    /// (their blocks as free blocks) until they go back to their arena.
     pub cached_bytes: usize,
     /// Bytes of freed large mappings kept for reuse (part of `cached_bytes`).
     pub large_cache_bytes: usize,

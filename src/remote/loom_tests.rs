@@ -8,6 +8,8 @@
 //!   purger's pass takes the record: no remote free is left behind unless the
 //!   purger is told to run again.
 //! - [`lock_excludes`]: the crate's [`Lock`].
+//! - [`kept_pages_are_purged_or_reused_never_both`]: the hand-over of a kept
+//!   pool's pages between its owner and the purger (`Pool::keep`).
 //! - [`purger_wake_up_is_never_lost`]: the purger's sleep/wake handshake.
 //!
 //! `heap.rs` and `decay.rs` need the OS, statics and thread-locals, so loom
@@ -23,7 +25,7 @@
 
 use super::PendingList;
 use crate::config::POOL_SIZE;
-use crate::pool::Pool;
+use crate::pool::{Pool, PurgeClaim};
 use crate::size_class::{Class, class_blocks_per_span, class_of_size, class_size, class_span_pools};
 use crate::sync::{AtomicBool, AtomicUsize, Lock, Ordering};
 use loom::cell::UnsafeCell;
@@ -463,6 +465,57 @@ fn lock_excludes() {
         increment();
         other.join().unwrap();
         assert_eq!(counter.load(Ordering::Relaxed), 2);
+    });
+}
+
+/// A kept pool's pages, between its owner and the purger (`Pool::keep`):
+/// the owner keeps the pool, then claims it back to carve it (twice, as the
+/// first claim may find the purger at work); the purger claims the pages
+/// for a purge. A loom cell stands for the pages: the purge writes it, and
+/// so does the owner's carving, so a purge not ordered before the owner's
+/// reuse is reported as a data race, and the owner reusing pages while they
+/// are purged too. Afterwards the pool is either the owner's again or
+/// still kept, and the purger's claim was given back; a claim that says
+/// "clean" finds the pages purged. Mutations tried: the owner claiming a
+/// purging pool (a swap instead of the check: it reads the pages while the
+/// purge writes them, or calls them clean before the purge), and
+/// `end_purge` with Relaxed (a race); the model fails on both.
+#[test]
+fn kept_pages_are_purged_or_reused_never_both() {
+    model("kept_pages_are_purged_or_reused_never_both", || {
+        let pool = Arc::new(Pool::unused());
+        let pages = Arc::new(UnsafeCell::new(1u8));
+        let purger = {
+            let (pool, pages) = (pool.clone(), pages.clone());
+            thread::spawn(move || match pool.claim_for_purge(10, 5, false) {
+                PurgeClaim::Claimed(claim) => {
+                    // SAFETY (model): the claim gives the purger the pages.
+                    pages.with_mut(|p| unsafe { *p = 0 });
+                    pool.end_purge(claim);
+                    true
+                }
+                PurgeClaim::NotDue(_) => unreachable!("kept at 0, delay 5, now 10"),
+                PurgeClaim::Nothing => false,
+            })
+        };
+        pool.keep(0);
+        let mut reused = false;
+        for _ in 0..2 {
+            if let Some(clean) = pool.claim_kept() {
+                // SAFETY (model): the owner's claim gives it the pages.
+                assert_eq!(clean, pages.with(|p| unsafe { *p }) == 0, "clean means purged");
+                pages.with_mut(|p| unsafe { *p = 1 });
+                reused = true;
+                break;
+            }
+            thread::yield_now();
+        }
+        let purged = purger.join().unwrap();
+        if !reused {
+            // The purger held the pages through both tries: it purged them.
+            assert!(purged);
+            assert_eq!(pool.claim_kept(), Some(true), "the purge is over, so the owner gets the pool clean");
+        }
     });
 }
 
