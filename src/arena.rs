@@ -654,6 +654,9 @@ pub struct Census {
     pub free_pools: usize,
     /// Free pools whose pages may still be resident.
     pub dirty_pools: usize,
+    /// Those of them that are header pools (their header page is counted
+    /// with the headers).
+    pub dirty_header_pools: usize,
     /// Per class, the spans that start at a header pool (after the header).
     pub header_spans: [usize; crate::size_class::CLASS_COUNT],
 }
@@ -668,6 +671,7 @@ pub fn with_census<R>(read: impl FnOnce(Census) -> R) -> R {
         arenas: 0,
         free_pools: arenas.reserved_pools,
         dirty_pools: 0,
+        dirty_header_pools: 0,
         header_spans: [0; crate::size_class::CLASS_COUNT],
     };
     for (count, &head) in arenas.buckets.iter().enumerate() {
@@ -678,6 +682,7 @@ pub fn with_census<R>(read: impl FnOnce(Census) -> R) -> R {
             census.arenas += 1;
             census.free_pools += count;
             census.dirty_pools += a.dirty_mask.get().count_ones() as usize;
+            census.dirty_header_pools += (a.dirty_mask.get() >> header_pool(a.base())) as usize & 1;
             if let Some(spans) = census.header_spans.get_mut(a.header_span_class.get() as usize) {
                 *spans += 1;
             }

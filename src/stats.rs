@@ -227,9 +227,10 @@ fn merge_heaps(stats: &mut Stats, census: crate::arena::Census) {
     stats.header_bytes = (census.arenas * HEADER_BYTES) as u64;
     let large = (stats.large_bytes + stats.large_cache_bytes) as u64;
     stats.active_bytes = pool_bytes_in_use + stats.large_bytes as u64;
+    // A dirty header pool's header page is already in the first term.
     stats.resident_bytes = (census.arenas * crate::os::page_size()) as u64
         + pool_bytes_in_use
-        + (census.dirty_pools * POOL_SIZE) as u64
+        + (census.dirty_pools * POOL_SIZE - census.dirty_header_pools * HEADER_BYTES) as u64
         + large;
 }
 

@@ -25,6 +25,7 @@ fn class_of(stats: &Stats, size: usize) -> usize {
 fn assert_balanced(stats: &Stats) {
     let total: u64 = stats.accounting().iter().map(|&(_, bytes)| bytes).sum();
     assert_eq!(total, stats.mapped_bytes as u64, "the accounting does not add up:\n{stats}");
+    assert!(stats.resident_bytes <= stats.mapped_bytes as u64, "resident above mapped:\n{stats}");
 }
 
 fn single_thread_counts_are_exact() {
