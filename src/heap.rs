@@ -37,6 +37,10 @@ pub struct Heap {
     kept: [Cell<*mut Pool>; CLASS_COUNT],
     /// Pools in the spans on the kept lists.
     kept_pools: Cell<usize>,
+    /// Most pools the heap keeps now (see `keep_pool`), and whether going
+    /// over it sent kept pools back since the heap last took a fresh one.
+    kept_cap: Cell<usize>,
+    released_over_cap: Cell<bool>,
     /// Link on the idle list while no thread owns the heap.
     next_idle: Cell<*mut Heap>,
     /// True while the heap is on the idle list: a remote free to it then
@@ -81,6 +85,8 @@ impl Heap {
             available: [const { Cell::new(ptr::null_mut()) }; CLASS_COUNT],
             kept: [const { Cell::new(ptr::null_mut()) }; CLASS_COUNT],
             kept_pools: Cell::new(0),
+            kept_cap: Cell::new(MIN_KEPT_POOLS),
+            released_over_cap: Cell::new(false),
             next_idle: Cell::new(ptr::null_mut()),
             idle: AtomicBool::new(false),
             next_record: AtomicPtr::new(ptr::null_mut()),
@@ -266,6 +272,11 @@ unsafe fn refill_block(heap: &Heap, class: Class) -> *mut u8 {
     }
     let mut fresh = take_kept(heap, class);
     if fresh.is_null() {
+        // The heap sent kept pools back and now needs fresh ones: it keeps
+        // too few for its turnover.
+        if heap.released_over_cap.replace(false) {
+            heap.kept_cap.set((heap.kept_cap.get() * 2).min(MAX_KEPT_POOLS));
+        }
         fresh = arena::acquire_pool(class, heap.id(), &heap.counters);
         if fresh.is_null() {
             return ptr::null_mut();
@@ -279,9 +290,11 @@ unsafe fn refill_block(heap: &Heap, class: Class) -> *mut u8 {
     }
 }
 
-/// Most pools a heap keeps (64 MiB); one more sends them all back to the
-/// arenas, in one lock hold.
+/// The most a heap's cap on kept pools grows to (64 MiB). Going over the
+/// cap sends every kept pool back to the arenas, in one lock hold.
 const MAX_KEPT_POOLS: usize = 4096;
+/// What a heap keeps at first (128 KiB); see `keep_pool`.
+const MIN_KEPT_POOLS: usize = 8;
 
 /// Keeps an unused pool, off the available list, for the heap to carve
 /// afresh ([`Pool::keep`]) instead of giving it back to its arena.
@@ -309,6 +322,17 @@ const MAX_KEPT_POOLS: usize = 4096;
 /// Kept pages do not stay resident for ever: the purger purges them in
 /// place once kept for the purge delay (`arena::purge`), as it purges free
 /// pools in the arenas.
+///
+/// How much to keep: a heap's cap starts at `MIN_KEPT_POOLS` and doubles,
+/// up to `MAX_KEPT_POOLS`, whenever the heap needs a fresh pool from the
+/// arenas after going over the cap sent kept pools back: it then keeps
+/// about what it turns over. With a fixed 64 MiB cap, compare/'s churn
+/// workload (short threads, 4 at a time) grew its RSS by more (median of 8
+/// alternating runs: 1030 KiB from 10% to 100% of its threads, against 634
+/// with pymalloc's rule and 728 with the growing cap), and after the idle
+/// workload (four threads free 1 GiB and stay) the kept pools' arenas held
+/// 6.5 MiB resident (4.5 with the growing cap, 4.2 with the rule). The batch
+/// keeps its gain: its heap goes over the cap in the first rounds only.
 fn keep_pool(heap: &Heap, pool: &Pool) {
     let now = decay::now_ms();
     pool.keep(now);
@@ -317,8 +341,9 @@ fn keep_pool(heap: &Heap, pool: &Pool) {
     list.set(ptr::from_ref(pool).cast_mut());
     heap.kept_pools.set(heap.kept_pools.get() + pool.span_pools());
     decay::note_dirty();
-    if heap.kept_pools.get() > MAX_KEPT_POOLS {
+    if heap.kept_pools.get() > heap.kept_cap.get() {
         release_kept(heap, false);
+        heap.released_over_cap.set(true);
     }
     arena::purge_inline_if_due(now);
 }

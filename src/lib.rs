@@ -84,7 +84,7 @@
 //!    |                             |   |
 //!    |             last block back v   |
 //!    +---------------------------- Kept
-//!      swept, or over 64 MiB kept
+//!      swept, or over the heap's cap
 //! ```
 //!
 //! - **Active**: `heap.active[class]`; the fast path pops from it.
@@ -101,9 +101,11 @@
 //!   purges them in place after the purge delay (see below).
 //! - **Free**: back in its arena. Kept pools go back when their heap is swept
 //!   (thread exit, [`collect`]; a sweep waits for a purge in progress on one)
-//!   or when the heap keeps more than 64 MiB, all of them at once (those
+//!   or when the heap keeps more than its cap, all of them at once (those
 //!   being purged at that moment stay); an Active pool goes back when its
-//!   heap is swept.
+//!   heap is swept. The cap starts at 128 KiB and doubles, up to 64 MiB,
+//!   each time the heap needs a fresh pool after going over it: a heap
+//!   keeps about what it turns over.
 //!
 //! Both transitions a free can cause hang on one counter. `used` is
 //! `blocks_out + (1 if Active) + (i32::MIN if Full)`, so after a local free
