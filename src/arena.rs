@@ -178,6 +178,21 @@ impl Arenas {
         self.buckets[count] = arena;
     }
 
+    /// Calls `visit` with every linked arena and its bucket (its number of
+    /// free pools), bucket by bucket, in list order.
+    fn for_each(&self, mut visit: impl FnMut(usize, &Arena)) {
+        for (count, &head) in self.buckets.iter().enumerate() {
+            let mut arena = head;
+            while !arena.is_null() {
+                // SAFETY: linked arenas are live headers, and `self` is
+                // only reached through the lock's guard.
+                let a = unsafe { &*arena };
+                visit(count, a);
+                arena = a.next.get();
+            }
+        }
+    }
+
     /// Finds the fullest arena with room for a span of `pools` pools
     /// (see [`Arena::find_span`]); returns it and the span's first pool.
     fn find_run(&self, pools: usize, from_header: bool) -> Option<(*mut Arena, usize)> {
@@ -352,12 +367,7 @@ const PURGE_BATCH: usize = 32;
 /// The pools being purged are marked in use while the lock is dropped for
 /// the system calls, so no heap can take them meanwhile.
 pub fn purge(now: u64, force: bool) -> Option<u64> {
-    let arenas_due = purge_arenas(now, force);
-    let kept_due = purge_kept(now, force);
-    match (arenas_due, kept_due) {
-        (Some(a), Some(k)) => Some(a.min(k)),
-        (a, k) => a.or(k),
-    }
+    decay::earliest(purge_arenas(now, force), purge_kept(now, force))
 }
 
 /// The free pools of quiet arenas and the empty arenas (see [`purge`]).
@@ -383,7 +393,7 @@ fn purge_arenas(now: u64, force: bool) -> Option<u64> {
                 index_in_bucket += 1;
                 if !due {
                     if a.dirty_mask.get() != 0 || (count == POOLS_PER_ARENA && !spare) {
-                        next_due = Some(next_due.map_or(due_at, |d: u64| d.min(due_at)));
+                        next_due = decay::earliest(next_due, Some(due_at));
                     }
                 } else if count == POOLS_PER_ARENA && !spare {
                     if doomed_count == PURGE_BATCH {
@@ -494,7 +504,7 @@ fn purge_kept(now: u64, force: bool) -> Option<u64> {
                     for pool in &a.pools {
                         match pool.claim_for_purge(now, delay, force) {
                             PurgeClaim::Nothing => {}
-                            PurgeClaim::NotDue(due) => next_due = Some(next_due.map_or(due, |d| d.min(due))),
+                            PurgeClaim::NotDue(due) => next_due = decay::earliest(next_due, Some(due)),
                             PurgeClaim::Claimed(claim) => {
                                 claims[claimed] = (ptr::from_ref(pool), claim);
                                 claimed += 1;
@@ -526,8 +536,7 @@ fn purge_kept(now: u64, force: bool) -> Option<u64> {
         }
         // Arenas that moved to a bucket already walked while the lock was
         // dropped were missed: look again within the delay.
-        let again = now.saturating_add(delay);
-        next_due = Some(next_due.map_or(again, |d| d.min(again)));
+        next_due = decay::earliest(next_due, Some(now.saturating_add(delay)));
     }
 }
 
@@ -674,21 +683,15 @@ pub fn with_census<R>(read: impl FnOnce(Census) -> R) -> R {
         dirty_header_pools: 0,
         header_spans: [0; crate::size_class::CLASS_COUNT],
     };
-    for (count, &head) in arenas.buckets.iter().enumerate() {
-        let mut arena = head;
-        while !arena.is_null() {
-            // SAFETY: linked arenas are live headers; the lock is held.
-            let a = unsafe { &*arena };
-            census.arenas += 1;
-            census.free_pools += count;
-            census.dirty_pools += a.dirty_mask.get().count_ones() as usize;
-            census.dirty_header_pools += (a.dirty_mask.get() >> header_pool(a.base())) as usize & 1;
-            if let Some(spans) = census.header_spans.get_mut(a.header_span_class.get() as usize) {
-                *spans += 1;
-            }
-            arena = a.next.get();
+    arenas.for_each(|count, a| {
+        census.arenas += 1;
+        census.free_pools += count;
+        census.dirty_pools += a.dirty_mask.get().count_ones() as usize;
+        census.dirty_header_pools += (a.dirty_mask.get() >> header_pool(a.base())) as usize & 1;
+        if let Some(spans) = census.header_spans.get_mut(a.header_span_class.get() as usize) {
+            *spans += 1;
         }
-    }
+    });
     read(census)
 }
 
@@ -764,18 +767,7 @@ pub unsafe fn unlock_after_fork() {
 /// pools' pages when the fork happened (it did not survive the fork), so
 /// their owner, if it is the child's thread, can use them again.
 pub fn abandon_purge_claims() {
-    let arenas = ARENAS.lock();
-    for &head in &arenas.buckets {
-        let mut arena = head;
-        while !arena.is_null() {
-            // SAFETY: linked arenas are live headers; the lock is held.
-            let a = unsafe { &*arena };
-            for pool in &a.pools {
-                pool.abandon_purge();
-            }
-            arena = a.next.get();
-        }
-    }
+    ARENAS.lock().for_each(|_, a| a.pools.iter().for_each(Pool::abandon_purge));
 }
 
 /// Checks the bucket lists against the free masks, and the masks and the
@@ -792,37 +784,35 @@ pub fn check() -> usize {
     }
     let arenas = ARENAS.lock();
     let mut total = 0;
-    for (count, &head) in arenas.buckets.iter().enumerate() {
-        let mut arena = head;
-        let mut prev = ptr::null_mut();
-        while !arena.is_null() {
-            // SAFETY: linked arenas are live headers.
-            let a = unsafe { &*arena };
-            require(a.free_count() == count, "arena check: an arena in the wrong bucket");
-            require(a.prev.get() == prev, "arena check: a broken bucket link");
-            require(contains(arena.cast()), "arena check: a linked arena missing from the arena map");
-            let (free, dirty) = (a.free_mask.get(), a.dirty_mask.get());
-            require(dirty & !free == 0, "arena check: a dirty pool that is not free");
-            // A span starts at the header pool exactly when that pool is in
-            // use: no other span may contain it (`find_span`). Pools a purge
-            // has reserved look in use too, so only check when none is.
-            let header_in_use = free & (1 << header_pool(a.base())) == 0;
-            let class = a.header_span_class.get();
-            if arenas.reserved_pools == 0 {
-                require(header_in_use == (class != NO_CLASS), "arena check: header pool in use without a header span");
-            }
-            if class != NO_CLASS {
-                require(header_in_use, "arena check: a header span in a free header pool");
-                require(
-                    size_class::class_blocks_per_header_span(class as usize) != 0,
-                    "arena check: a class at a header pool that cannot start there",
-                );
-            }
-            prev = arena;
-            arena = a.next.get();
-            total += 1;
+    // The arena walked before, and its bucket: a list's first arena has no
+    // `prev`, every other one the arena before it.
+    let mut before: (usize, *mut Arena) = (usize::MAX, ptr::null_mut());
+    arenas.for_each(|count, a| {
+        let arena = ptr::from_ref(a).cast_mut();
+        let prev = if before.0 == count { before.1 } else { ptr::null_mut() };
+        before = (count, arena);
+        require(a.free_count() == count, "arena check: an arena in the wrong bucket");
+        require(a.prev.get() == prev, "arena check: a broken bucket link");
+        require(contains(arena.cast()), "arena check: a linked arena missing from the arena map");
+        let (free, dirty) = (a.free_mask.get(), a.dirty_mask.get());
+        require(dirty & !free == 0, "arena check: a dirty pool that is not free");
+        // A span starts at the header pool exactly when that pool is in
+        // use: no other span may contain it (`find_span`). Pools a purge
+        // has reserved look in use too, so only check when none is.
+        let header_in_use = free & (1 << header_pool(a.base())) == 0;
+        let class = a.header_span_class.get();
+        if arenas.reserved_pools == 0 {
+            require(header_in_use == (class != NO_CLASS), "arena check: header pool in use without a header span");
         }
-    }
+        if class != NO_CLASS {
+            require(header_in_use, "arena check: a header span in a free header pool");
+            require(
+                size_class::class_blocks_per_header_span(class as usize) != 0,
+                "arena check: a class at a header pool that cannot start there",
+            );
+        }
+        total += 1;
+    });
     total
 }
 

@@ -95,6 +95,14 @@ pub fn now_ms() -> u64 {
     os::now_ms()
 }
 
+/// The earlier of two optional due times (ms); `None` means never.
+pub fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Purger state: 0 = not started, 1 = running or sleeping with a deadline,
 /// 2 = sleeping until woken (nothing dirty), 3 = cannot run (disabled or
 /// failed to start; slow paths purge instead).

@@ -480,7 +480,7 @@ pub fn purge(now: u64, force: bool) -> Option<u64> {
             i = 0;
             next_due = None;
         } else {
-            next_due = Some(next_due.map_or(due_at, |d: u64| d.min(due_at)));
+            next_due = decay::earliest(next_due, Some(due_at));
             i += 1;
         }
     }

@@ -20,10 +20,6 @@ pub extern "C" fn thread_main(_: *mut c_void) -> *mut c_void {
         heap::collect_idle();
         let arenas_due = arena::purge(now, false);
         let cache_due = large::purge(now, false);
-        let next = match (arenas_due, cache_due) {
-            (Some(a), Some(c)) => Some(a.min(c)),
-            (a, c) => a.or(c),
-        };
-        decay::purger_wait(next);
+        decay::purger_wait(decay::earliest(arenas_due, cache_due));
     }
 }
