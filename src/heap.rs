@@ -311,8 +311,9 @@ const MIN_KEPT_POOLS: usize = 8;
 /// spans, or kept at most 64 pools a heap, did not help beyond the noise.
 /// The cost of keeping: a heap's kept pools serve only its own thread and
 /// their class, so a program whose threads or classes take turns holds more
-/// (compare/'s workqueue peak RSS: 10.1-11.5 MiB before, 13.4-13.9 after,
-/// four runs each; jemalloc's is 14.8-17.1).
+/// (compare/'s workqueue peak RSS: 10.1-11.5 MiB before, 13.4-13.9 with a
+/// fixed 64 MiB cap, 11.7-13.5 with the growing cap below, four runs each;
+/// jemalloc's is 14.8-17.1).
 ///
 /// Keeping a pool with its free list instead was tried in an earlier
 /// session: the allocation phase went from 1.4-1.5 ms to 2.3-2.6 ms,

@@ -28,6 +28,11 @@ fn heaps_and_arenas_keep_their_invariants() {
                         live[slot] = Some(Block::new(1 + rng.below(40_000) as usize, 1 << rng.below(8), step));
                     }
                     if step % 10_000 == 0 {
+                        // Now and then send this heap's unused (kept) pools
+                        // back, so the arena checks see pools being returned.
+                        if step % 50_000 == 0 {
+                            poolmalloc::collect();
+                        }
                         poolmalloc::check_invariants();
                     }
                 }
