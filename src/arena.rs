@@ -224,12 +224,14 @@ fn run_mask(first: usize, pools: usize) -> u16 {
     (((1u32 << pools) - 1) << first) as u16
 }
 
-/// Hands out a span for `class`, owned by `owner`: the span's descriptor,
-/// initialised, or null if the OS has no memory. The owner's pool count goes
-/// up under the arena lock, so a census always agrees with it. Slow path.
-pub fn acquire_pool(class: Class, owner: usize, counters: &HeapCounters) -> *mut Pool {
-    let pools = size_class::class_span_pools(class);
-    let header_blocks = size_class::class_blocks_per_header_span(class);
+/// Hands out a span of `pools` pools for `class` (its usual span or a
+/// thread's first, `size_class::class_first_span_pools`), owned by `owner`:
+/// the span's descriptor, initialised, or null if the OS has no memory. The
+/// owner's pool count goes up under the arena lock, so a census always
+/// agrees with it. Slow path.
+pub fn acquire_pool(class: Class, pools: usize, owner: usize, counters: &HeapCounters) -> *mut Pool {
+    debug_assert!(pools >= 1 && pools <= size_class::class_span_pools(class));
+    let header_blocks = size_class::span_blocks(class, pools, true);
     let mut arenas = ARENAS.lock();
     let (arena, first) = match arenas.find_run(pools, header_blocks != 0) {
         Some(found) => found,
@@ -261,7 +263,8 @@ pub fn acquire_pool(class: Class, owner: usize, counters: &HeapCounters) -> *mut
     if at_header {
         a.header_span_class.set(class as u8);
     }
-    counters.on_pool_acquired(class);
+    let blocks = if at_header { header_blocks } else { size_class::span_blocks(class, pools, false) };
+    counters.on_pool_acquired(class, pools, blocks);
     drop(arenas);
     OS_COUNTERS.dirty_pools_reused(reused_dirty.count_ones() as usize * POOL_SIZE);
     let pool = &a.pools[first];
@@ -269,12 +272,8 @@ pub fn acquire_pool(class: Class, owner: usize, counters: &HeapCounters) -> *mut
     for i in first..first + pools {
         a.span_head[i].set(offset as u16);
     }
-    let (start, blocks) = if at_header {
-        (base + first * POOL_SIZE + HEADER_BYTES, header_blocks)
-    } else {
-        (base + first * POOL_SIZE, size_class::class_blocks_per_span(class))
-    };
-    pool.init(class, start as *mut u8, blocks, owner);
+    let start = base + first * POOL_SIZE + if at_header { HEADER_BYTES } else { 0 };
+    pool.init(class, start as *mut u8, blocks, pools, owner);
     ptr::from_ref(pool).cast_mut()
 }
 
@@ -304,6 +303,7 @@ pub unsafe fn release_pools(head: *mut Pool, counters: &HeapCounters, dirty: boo
         next = pool.next_available.replace(ptr::null_mut());
         let pools = pool.span_pools();
         let class = pool.class();
+        let blocks = pool.capacity();
         pool.retire();
         let arena = header_at(ptr::from_ref(pool) as usize & !ARENA_MASK);
         // SAFETY: descriptors live in their arena's header.
@@ -321,7 +321,7 @@ pub unsafe fn release_pools(head: *mut Pool, counters: &HeapCounters, dirty: boo
             a.header_span_class.set(NO_CLASS);
         }
         arenas.link(arena, before + pools);
-        counters.on_pool_released(class);
+        counters.on_pool_released(class, pools, blocks);
         released += pools;
     }
     decay::note_dirty();

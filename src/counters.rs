@@ -60,7 +60,11 @@ fn bump(counter: &AtomicU64, by: u64) {
 pub struct ClassCounters {
     allocs: AtomicU64,
     frees: AtomicU64,
+    /// Spans in use, the pools they join, and the blocks they hold (a
+    /// thread's first span of a class may be smaller than the others).
     pools: AtomicU64,
+    span_pools: AtomicU64,
+    capacity: AtomicU64,
     peak_live: AtomicU64,
 }
 
@@ -81,6 +85,8 @@ pub struct ClassReading {
     pub allocs: u64,
     pub frees: u64,
     pub pools: u64,
+    pub span_pools: u64,
+    pub capacity: u64,
     pub peak_live: u64,
 }
 
@@ -94,6 +100,8 @@ impl HeapCounters {
                     allocs: AtomicU64::new(0),
                     frees: AtomicU64::new(0),
                     pools: AtomicU64::new(0),
+                    span_pools: AtomicU64::new(0),
+                    capacity: AtomicU64::new(0),
                     peak_live: AtomicU64::new(0),
                 }
             }; CLASS_COUNT],
@@ -155,18 +163,21 @@ impl HeapCounters {
         let _ = (class, count);
     }
 
-    /// The heap took a pool of `class` from an arena; also samples the
-    /// class's live count for its peak (at pool granularity: the peak is
-    /// within one pool's blocks of the true peak per heap).
+    /// The heap took a span of `class` from an arena, of `pools` pools
+    /// holding `blocks` blocks; also samples the class's live count for its
+    /// peak (at pool granularity: the peak is within one pool's blocks of
+    /// the true peak per heap).
     #[inline]
-    pub fn on_pool_acquired(&self, class: Class) {
+    pub fn on_pool_acquired(&self, class: Class, pools: usize, blocks: usize) {
         #[cfg(feature = "stats")]
         {
             let c = &self.classes[class];
             bump(&c.pools, 1);
+            bump(&c.span_pools, pools as u64);
+            bump(&c.capacity, blocks as u64);
             self.sample_peak(class);
         }
-        let _ = class;
+        let _ = (class, pools, blocks);
     }
 
     /// The heap took its next pool of `class` from its own lists: samples
@@ -184,12 +195,18 @@ impl HeapCounters {
         let _ = class;
     }
 
-    /// The heap gave a pool of `class` back to its arena.
+    /// The heap gave a span of `class` back to its arena (the sizes as
+    /// given to `on_pool_acquired`).
     #[inline]
-    pub fn on_pool_released(&self, class: Class) {
+    pub fn on_pool_released(&self, class: Class, pools: usize, blocks: usize) {
         #[cfg(feature = "stats")]
-        bump(&self.classes[class].pools, u64::MAX);
-        let _ = class;
+        {
+            let c = &self.classes[class];
+            bump(&c.pools, u64::MAX);
+            bump(&c.span_pools, (pools as u64).wrapping_neg());
+            bump(&c.capacity, (blocks as u64).wrapping_neg());
+        }
+        let _ = (class, pools, blocks);
     }
 
     /// Reads one class (any thread).
@@ -204,6 +221,8 @@ impl HeapCounters {
             frees,
             allocs,
             pools: c.pools.load(Ordering::Relaxed),
+            span_pools: c.span_pools.load(Ordering::Relaxed),
+            capacity: c.capacity.load(Ordering::Relaxed),
             // The sample is taken on pool changes; the live count now may be
             // higher.
             peak_live: c.peak_live.load(Ordering::Relaxed).max(allocs - frees),

@@ -19,7 +19,7 @@ use crate::large::LargeSlot;
 use crate::os;
 use crate::pool::{Block, Pool, PoolState};
 use crate::remote::PendingList;
-use crate::size_class::{CLASS_COUNT, Class};
+use crate::size_class::{self, CLASS_COUNT, Class};
 use crate::sync::{AtomicBool, AtomicPtr, Lock, Ordering};
 use core::cell::Cell;
 use core::ffi::c_void;
@@ -41,6 +41,10 @@ pub struct Heap {
     /// over it sent kept pools back since the heap last took a fresh one.
     kept_cap: Cell<usize>,
     released_over_cap: Cell<bool>,
+    /// Bit `c` set: the heap's thread has taken its first span of class `c`
+    /// from the arenas (see `size_class::class_first_span_pools`). Cleared
+    /// when a thread adopts the heap.
+    first_spans_taken: Cell<u64>,
     /// Link on the idle list while no thread owns the heap.
     next_idle: Cell<*mut Heap>,
     /// True while the heap is on the idle list: a remote free to it then
@@ -87,6 +91,7 @@ impl Heap {
             kept_pools: Cell::new(0),
             kept_cap: Cell::new(MIN_KEPT_POOLS),
             released_over_cap: Cell::new(false),
+            first_spans_taken: Cell::new(0),
             next_idle: Cell::new(ptr::null_mut()),
             idle: AtomicBool::new(false),
             next_record: AtomicPtr::new(ptr::null_mut()),
@@ -277,7 +282,11 @@ unsafe fn refill_block(heap: &Heap, class: Class) -> *mut u8 {
         if heap.released_over_cap.replace(false) {
             heap.kept_cap.set((heap.kept_cap.get() * 2).min(MAX_KEPT_POOLS));
         }
-        fresh = arena::acquire_pool(class, heap.id(), &heap.counters);
+        let first_span = heap.first_spans_taken.get() & 1 << class == 0;
+        heap.first_spans_taken.set(heap.first_spans_taken.get() | 1 << class);
+        let pools =
+            if first_span { size_class::class_first_span_pools(class) } else { size_class::class_span_pools(class) };
+        fresh = arena::acquire_pool(class, pools, heap.id(), &heap.counters);
         if fresh.is_null() {
             return ptr::null_mut();
         }
@@ -738,6 +747,8 @@ fn start_thread() -> Option<*const Heap> {
         PHASE.with(|p| p.set(PHASE_NEW));
         return None;
     }
+    // SAFETY: taken off the idle list (or new), so this thread owns it.
+    unsafe { (*heap).first_spans_taken.set(0) };
     CURRENT.with(|c| c.set(heap));
     PHASE.with(|p| p.set(PHASE_LIVE));
     OS_COUNTERS.thread_started();

@@ -57,7 +57,11 @@
 //! 64: a heap allocates from one span per class while frees land in all of
 //! them, so small spans send a random-free workload down the slow paths
 //! often. Why not above 1 KiB: there a long-lived block pins more memory
-//! (see `size_class`).
+//! (see `size_class`). For the same reason a thread's first span of each
+//! class up to 1 KiB is a single pool: a thread that uses a class a little
+//! and leaves a few blocks behind pins 16 KiB, not 32-64, while a thread
+//! that keeps allocating the class gets full spans from its second on
+//! (`size_class::class_first_span_pools`).
 //!
 //! ## Finding metadata from a pointer
 //! For a pool block: arena base = `p & !(ARENA_SIZE - 1)`; its header sits

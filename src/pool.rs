@@ -229,9 +229,9 @@ impl Pool {
     }
 
     /// Prepares a free descriptor to serve `class` from the `blocks` blocks
-    /// at `start`, owned by `owner`, as its heap's Active pool. Touches none
-    /// of the span's memory.
-    pub fn init(&self, class: Class, start: *mut u8, blocks: usize, owner: usize) {
+    /// at `start`, in a span of `pools` pools, owned by `owner`, as its
+    /// heap's Active pool. Touches none of the span's memory.
+    pub fn init(&self, class: Class, start: *mut u8, blocks: usize, pools: usize, owner: usize) {
         debug_assert_eq!(self.state.get(), PoolState::Free);
         self.free.set(ptr::null_mut());
         self.local_free.set(ptr::null_mut());
@@ -242,7 +242,8 @@ impl Pool {
         debug_assert!(blocks > 0 && blocks <= size_class::class_blocks_per_span(class));
         self.capacity.set(blocks as u16);
         self.class.set(class as u8);
-        self.span_pools.set(size_class::class_span_pools(class) as u8);
+        debug_assert!(blocks * size_class::class_size(class) <= pools * crate::config::POOL_SIZE);
+        self.span_pools.set(pools as u8);
         self.state.set(PoolState::Active);
         self.next_available.set(ptr::null_mut());
         self.prev_available.set(ptr::null_mut());
@@ -352,6 +353,12 @@ impl Pool {
         self.free.set(ptr::null_mut());
         self.local_free.set(ptr::null_mut());
         self.owner.store(0, Ordering::Relaxed);
+    }
+
+    /// Blocks in the span.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.capacity.get() as usize
     }
 
     /// The class this pool serves.

@@ -184,16 +184,21 @@ fn os_level(arena_count: usize) -> Stats {
 fn merge_heaps(stats: &mut Stats, census: crate::arena::Census) {
     use crate::config::{HEADER_BYTES, POOL_SIZE};
     use crate::counters::REQUESTED_ELSEWHERE;
-    use crate::size_class::{class_blocks_per_header_span, class_blocks_per_span, class_size, class_span_pools};
+    use crate::size_class::{CLASS_COUNT, class_size};
 
     let mut requested_allocated = REQUESTED_ELSEWHERE.allocated.load(Ordering::Relaxed);
     let mut requested_freed = REQUESTED_ELSEWHERE.freed.load(Ordering::Relaxed);
+    // Per class, the pools joined in the spans in use and their blocks.
+    let mut span_pools = [0u64; CLASS_COUNT];
+    let mut capacity = [0u64; CLASS_COUNT];
     crate::heap::for_each_counters(|heap| {
         for (class, merged) in stats.classes.iter_mut().enumerate() {
             let r = heap.read_class(class);
             merged.allocs += r.allocs;
             merged.frees += r.frees;
             merged.pools = merged.pools.wrapping_add(r.pools);
+            span_pools[class] = span_pools[class].wrapping_add(r.span_pools);
+            capacity[class] = capacity[class].wrapping_add(r.capacity);
             merged.peak_live_blocks += r.peak_live;
         }
         let (allocated, freed) = heap.read_requested();
@@ -204,13 +209,11 @@ fn merge_heaps(stats: &mut Stats, census: crate::arena::Census) {
     let mut header_spans_total = 0usize;
     for (class, merged) in stats.classes.iter_mut().enumerate() {
         let block_size = class_size(class) as u64;
-        // Spans that start at a header pool lose the header's bytes and blocks.
+        // Spans that start at a header pool lose the header's bytes (their
+        // capacity already counts the blocks they hold).
         let header_spans = census.header_spans[class] as u64;
-        let span_bytes = (class_span_pools(class) * POOL_SIZE) as u64;
-        let bytes = (merged.pools * span_bytes).wrapping_sub(header_spans * HEADER_BYTES as u64);
-        let header_blocks_lost = (class_blocks_per_span(class) - class_blocks_per_header_span(class)) as u64;
-        let blocks =
-            (merged.pools * class_blocks_per_span(class) as u64).wrapping_sub(header_spans * header_blocks_lost);
+        let bytes = (span_pools[class] * POOL_SIZE as u64).wrapping_sub(header_spans * HEADER_BYTES as u64);
+        let blocks = capacity[class];
         merged.block_size = block_size;
         merged.live_blocks = merged.allocs - merged.frees;
         merged.free_blocks = blocks.saturating_sub(merged.live_blocks);

@@ -15,7 +15,8 @@ fn main() {
     single_thread_counts_are_exact();
     remote_frees_count_when_the_owner_takes_them_back();
     the_accounting_balances_after_random_work();
-    println!("stats: 3 cases passed");
+    a_threads_first_span_is_one_pool();
+    println!("stats: 4 cases passed");
 }
 
 fn class_of(stats: &Stats, size: usize) -> usize {
@@ -132,4 +133,40 @@ fn the_accounting_balances_after_random_work() {
     stats.write_json(&mut json).unwrap();
     assert!(json.starts_with("{\"mapped_bytes\":") && json.ends_with("]}"));
     assert_eq!(json.matches("\"class\":").count(), stats.classes().len());
+}
+
+/// Blocks of class `class` the spans in use hold: free plus live.
+fn capacity(stats: &Stats, class: usize) -> u64 {
+    let c = stats.classes()[class];
+    c.free_blocks + c.live_blocks
+}
+
+/// A new thread's first span of a class up to 1 KiB is one pool; its next
+/// is the class's usual span (four pools for 1 KiB blocks). The span
+/// counts and the byte accounting follow both sizes.
+fn a_threads_first_span_is_one_pool() {
+    std::thread::spawn(|| {
+        // 900 bytes: the 1 KiB class, which thread start-up does not use.
+        let before = poolmalloc::stats();
+        let class = class_of(&before, 900);
+        let mut blocks: Vec<Box<[u8; 900]>> = Vec::with_capacity(100);
+        blocks.push(Box::new([1; 900]));
+        let one = poolmalloc::stats();
+        assert_eq!(one.classes()[class].pools, before.classes()[class].pools + 1);
+        // One pool: 16 blocks, or 12 after the arena header.
+        let first = capacity(&one, class) - capacity(&before, class);
+        assert!(first == 16384 / 1024 || first == (16384 - 4096) / 1024, "first span: {first} blocks");
+        while blocks.len() as u64 <= first {
+            blocks.push(Box::new([blocks.len() as u8; 900]));
+        }
+        let two = poolmalloc::stats();
+        assert_eq!(two.classes()[class].pools, before.classes()[class].pools + 2);
+        let second = capacity(&two, class) - capacity(&one, class);
+        assert!(second == 65536 / 1024 || second == (65536 - 4096) / 1024, "second span: {second} blocks");
+        assert_balanced(&two);
+        assert!(blocks.iter().enumerate().all(|(i, b)| b.iter().all(|&x| x == (i as u8).max(1))));
+    })
+    .join()
+    .unwrap();
+    assert_balanced(&poolmalloc::stats());
 }

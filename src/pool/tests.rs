@@ -22,7 +22,7 @@ fn carve_pop_push_keep_the_invariant() {
     for class in 0..CLASS_COUNT {
         let mut span = Span::new(class_span_pools(class));
         let pool = Pool::unused();
-        pool.init(class, span.start(), class_blocks_per_span(class), 1);
+        pool.init(class, span.start(), class_blocks_per_span(class), class_span_pools(class), 1);
         pool.check();
         let capacity = class_blocks_per_span(class);
         let mut blocks = Vec::new();
@@ -70,7 +70,7 @@ fn carve_pop_push_keep_the_invariant() {
 fn remote_push_reports_the_first_push_only() {
     let mut span = Span::new(1);
     let pool = Pool::unused();
-    pool.init(0, span.start(), class_blocks_per_span(0), 1);
+    pool.init(0, span.start(), class_blocks_per_span(0), class_span_pools(0), 1);
     pool.carve();
     // SAFETY: the free list has blocks; each is freed once.
     unsafe {
@@ -90,7 +90,7 @@ fn the_counter_flags_full_and_unused_pools() {
     let class = CLASS_COUNT - 1;
     let mut span = Span::new(class_span_pools(class));
     let pool = Pool::unused();
-    pool.init(class, span.start(), class_blocks_per_span(class), 1);
+    pool.init(class, span.start(), class_blocks_per_span(class), class_span_pools(class), 1);
     let mut held = Vec::new();
     while !pool.free.get().is_null() || pool.carve() {
         // SAFETY: the free list is not empty.

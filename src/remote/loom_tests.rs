@@ -168,7 +168,13 @@ impl World {
         let owner = core::ptr::from_ref(&world.heap) as usize;
         let mut held = Vec::new();
         for (i, pool) in world.pools.iter().enumerate() {
-            pool.init(class, (start + i * SPAN_BYTES) as *mut u8, class_blocks_per_span(class), owner);
+            pool.init(
+                class,
+                (start + i * SPAN_BYTES) as *mut u8,
+                class_blocks_per_span(class),
+                class_span_pools(class),
+                owner,
+            );
             // Every block of the span, whatever the carve batches.
             while !pool.free.get().is_null() || pool.carve() {
                 // SAFETY: the free list is not empty (checked or carved).

@@ -85,3 +85,26 @@ fn header_spans_keep_alignment_and_most_blocks() {
         (0..CLASS_COUNT).filter(|&c| class_blocks_per_header_span(c) == 0).map(class_size).collect();
     assert_eq!(kept_out, [8192, 16384, 24576, 32768]);
 }
+
+/// A thread's first span of a class is one pool exactly where the usual
+/// span joins several to reach the target block count, and that pool still
+/// holds a good number of blocks, at the header pool too.
+#[test]
+fn first_spans_are_one_pool_up_to_the_target_size() {
+    use crate::config::HEADER_BYTES;
+    for c in 0..CLASS_COUNT {
+        let first = class_first_span_pools(c);
+        if class_size(c) > TARGET_MAX_BLOCK_SIZE {
+            assert_eq!(first, class_span_pools(c), "class {c}");
+            continue;
+        }
+        assert_eq!(first, 1, "class {c}");
+        assert!(span_blocks(c, 1, false) >= 16, "class {c}");
+        assert!(span_blocks(c, 1, true) >= 12, "class {c}");
+        assert!(span_blocks(c, 1, true) * class_size(c) <= POOL_SIZE - HEADER_BYTES);
+    }
+    // 512-byte blocks: usually 2 pools (64 blocks), first 1 pool (32 blocks).
+    let c = (0..CLASS_COUNT).find(|&c| class_size(c) == 512).unwrap();
+    assert_eq!((class_span_pools(c), class_blocks_per_span(c)), (2, 64));
+    assert_eq!((class_first_span_pools(c), span_blocks(c, 1, false)), (1, 32));
+}
