@@ -21,7 +21,9 @@ pub const POOLS_PER_ARENA: usize = ARENA_SIZE / POOL_SIZE;
 /// a whole page so that purging the pool can leave it resident).
 pub const HEADER_BYTES: usize = 4 << 10;
 
-/// The smallest alignment every block has (and the class granule).
+/// The alignment every block of 16 bytes or more has (and the step of the
+/// classes up to 128 bytes); the 8-byte class is aligned to 8, and serves
+/// only requests aligned to at most 8 (`size_class`).
 pub const MIN_ALIGN: usize = 16;
 /// Largest block served from pools; larger requests are large allocations.
 pub const MAX_SMALL_SIZE: usize = 32 << 10;

@@ -436,7 +436,8 @@ impl Pool {
     #[inline(always)]
     pub unsafe fn push_local(&self, block: *mut u8) -> bool {
         let block = block.cast::<Block>();
-        // SAFETY: the block is ours to reuse; a block is at least 16 bytes.
+        // SAFETY: the block is ours to reuse; a block (8 bytes or more,
+        // aligned to 8) holds the link.
         unsafe { (*block).next = self.local_free.get() };
         self.local_free.set(block);
         self.used.set(self.used.get().wrapping_sub(1));

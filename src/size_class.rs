@@ -1,6 +1,7 @@
 //! Size classes: pure, safe arithmetic from a request to a class.
 //!
-//! Classes step by 16 bytes up to 128, then four per doubling up to 32 KiB
+//! An 8-byte class, then classes step by 16 bytes up to 128, then four per
+//! doubling up to 32 KiB
 //! (the rounding waste of a block is at most 25% above 128 bytes, at most
 //! 20% past the first class of each doubling). All tables are built by
 //! `const` code here and checked exhaustively in the tests.
@@ -10,6 +11,11 @@ use crate::config::{HEADER_BYTES, MAX_SMALL_SIZE, MAX_SPAN_POOLS, MIN_ALIGN, POO
 /// A size-class index, `0..CLASS_COUNT`.
 pub type Class = usize;
 
+/// The 8-byte class (class 0), for requests of at most 8 bytes aligned to
+/// at most 8: callers look up `max(size, align)` (see `class_of_size`).
+const TINY_CLASSES: usize = 1;
+/// The smallest block size, and the step of the lookup table.
+pub const TINY_SIZE: usize = 8;
 /// Classes of 16-byte steps (16..=128).
 const LINEAR_CLASSES: usize = 8;
 /// Classes per doubling above 128 bytes.
@@ -18,16 +24,17 @@ const CLASSES_PER_DOUBLING: usize = 4;
 const DOUBLINGS: usize = 8;
 
 /// Number of size classes.
-pub const CLASS_COUNT: usize = LINEAR_CLASSES + CLASSES_PER_DOUBLING * DOUBLINGS;
+pub const CLASS_COUNT: usize = TINY_CLASSES + LINEAR_CLASSES + CLASSES_PER_DOUBLING * DOUBLINGS;
 
 /// Block size of every class.
 pub const CLASS_SIZE: [u32; CLASS_COUNT] = build_sizes();
 
 const fn build_sizes() -> [u32; CLASS_COUNT] {
     let mut sizes = [0u32; CLASS_COUNT];
-    let mut c = 0;
-    while c < LINEAR_CLASSES {
-        sizes[c] = ((c + 1) * MIN_ALIGN) as u32;
+    sizes[0] = TINY_SIZE as u32;
+    let mut c = TINY_CLASSES;
+    while c < TINY_CLASSES + LINEAR_CLASSES {
+        sizes[c] = ((c + 1 - TINY_CLASSES) * MIN_ALIGN) as u32;
         c += 1;
     }
     let mut base = LINEAR_CLASSES * MIN_ALIGN;
@@ -44,11 +51,11 @@ const fn build_sizes() -> [u32; CLASS_COUNT] {
     sizes
 }
 
-/// Granules (16 bytes) in the largest class, the size of the lookup table.
-const GRANULES: usize = MAX_SMALL_SIZE / MIN_ALIGN;
+/// Granules (8 bytes) in the largest class, the size of the lookup table.
+const GRANULES: usize = MAX_SMALL_SIZE / TINY_SIZE;
 
-/// `CLASS_BY_GRANULE[(size + 15) / 16]` is the smallest class holding `size`
-/// bytes. One byte per granule: 2 KiB, of which a program touches the lines
+/// `CLASS_BY_GRANULE[(size + 7) / 8]` is the smallest class holding `size`
+/// bytes. One byte per granule: 4 KiB, of which a program touches the lines
 /// of the sizes it uses. A `const`, not a `static`: the fast path is inlined
 /// into the user's crate, and a constant array is emitted there and reached
 /// RIP-relative, where a `static` of this crate costs a GOT load in
@@ -60,7 +67,7 @@ const fn build_granule_table() -> [u8; GRANULES + 1] {
     let mut g = 0;
     let mut c = 0;
     while g <= GRANULES {
-        while (CLASS_SIZE[c] as usize) < g * MIN_ALIGN {
+        while (CLASS_SIZE[c] as usize) < g * TINY_SIZE {
             c += 1;
         }
         table[g] = c as u8;
@@ -207,14 +214,16 @@ pub const fn class_blocks_per_header_span(c: Class) -> usize {
     span_blocks(c, class_span_pools(c), true)
 }
 
-/// The class for a request of `size` bytes with alignment at most
-/// `MIN_ALIGN`, or `None` if it is a large allocation. The fast path: after
-/// the caller's own `size <= MAX_SMALL_SIZE` test it is one load.
+/// The class for a request of `size` bytes aligned to at most 8, or `None`
+/// if it is a large allocation. For alignments up to `MIN_ALIGN`, pass
+/// `max(size, align)`: every class but the 8-byte one is 16-aligned, so
+/// that keeps 16-aligned requests out of it. The fast path: after the
+/// caller's own `size <= MAX_SMALL_SIZE` test it is one load.
 #[inline(always)]
 pub fn class_of_size(size: usize) -> Option<Class> {
     if size <= MAX_SMALL_SIZE {
         // No overflow: size <= MAX_SMALL_SIZE; the index is <= GRANULES.
-        Some(CLASS_BY_GRANULE[size.div_ceil(MIN_ALIGN)] as Class)
+        Some(CLASS_BY_GRANULE[size.div_ceil(TINY_SIZE)] as Class)
     } else {
         None
     }
@@ -225,7 +234,7 @@ pub fn class_of_size(size: usize) -> Option<Class> {
 #[inline]
 pub fn class_for(size: usize, align: usize) -> Option<Class> {
     if align <= MIN_ALIGN {
-        return class_of_size(size);
+        return class_of_size(size.max(align));
     }
     class_for_aligned(size, align)
 }

@@ -6,9 +6,11 @@ fn sizes_are_increasing_and_granular() {
         assert!(CLASS_SIZE[c] > CLASS_SIZE[c - 1]);
         assert_eq!(CLASS_SIZE[c] as usize % MIN_ALIGN, 0);
     }
-    assert_eq!(class_size(0), 16);
-    assert_eq!(class_size(7), 128);
-    assert_eq!(&CLASS_SIZE[8..12], &[160, 192, 224, 256]);
+    assert_eq!(class_size(0), 8);
+    assert_eq!(class_align(0), 8);
+    assert_eq!(class_size(1), 16);
+    assert_eq!(class_size(8), 128);
+    assert_eq!(&CLASS_SIZE[9..13], &[160, 192, 224, 256]);
     assert_eq!(class_size(CLASS_COUNT - 1), 32 << 10);
 }
 
