@@ -42,8 +42,9 @@ pub struct Arena {
     /// When a pool of this arena was last released (ms, monotonic): dirty
     /// pools are purged once the arena has been quiet for the purge delay.
     released_at: Cell<u64>,
-    /// The class of the span that starts at the header pool, or `NO_CLASS` (for the
-    /// stats: that span holds fewer blocks than its class's others).
+    /// The class of the span that starts at the header pool, or `NO_CLASS`
+    /// (for the stats, which take the header's bytes off that class's
+    /// pools, and for `check`).
     header_span_class: Cell<u8>,
     /// Links in the bucket of arenas with the same number of free pools.
     prev: Cell<*mut Arena>,

@@ -283,13 +283,13 @@ unsafe fn refill_block(heap: &Heap, class: Class) -> *mut u8 {
             heap.kept_cap.set((heap.kept_cap.get() * 2).min(MAX_KEPT_POOLS));
         }
         let first_span = heap.first_spans_taken.get() & 1 << class == 0;
-        heap.first_spans_taken.set(heap.first_spans_taken.get() | 1 << class);
         let pools =
             if first_span { size_class::class_first_span_pools(class) } else { size_class::class_span_pools(class) };
         fresh = arena::acquire_pool(class, pools, heap.id(), &heap.counters);
         if fresh.is_null() {
             return ptr::null_mut();
         }
+        heap.first_spans_taken.set(heap.first_spans_taken.get() | 1 << class);
     }
     slot.set(fresh);
     // SAFETY: a fresh or kept pool is ours and carves from its start.
@@ -496,7 +496,7 @@ struct OutboxEntry {
 const OUTBOX_BLOCKS: usize = 64;
 /// Bytes an outbox entry holds before it is pushed (at least one block).
 const OUTBOX_BYTES: usize = 32 << 10;
-const _: () = assert!(CLASS_COUNT <= 64, "the in-use mask is a u64");
+const _: () = assert!(CLASS_COUNT <= 64, "the outbox's in-use mask and `first_spans_taken` are u64 masks");
 
 /// Per class, the blocks an outbox entry holds before it is pushed.
 const OUTBOX_CAPACITY: [u32; CLASS_COUNT] = {

@@ -88,9 +88,10 @@ fn header_spans_keep_alignment_and_most_blocks() {
     assert_eq!(kept_out, [8192, 16384, 24576, 32768]);
 }
 
-/// A thread's first span of a class is one pool exactly where the usual
-/// span joins several to reach the target block count, and that pool still
-/// holds a good number of blocks, at the header pool too.
+/// A thread's first span of a class is one pool for every class up to
+/// `TARGET_MAX_BLOCK_SIZE` (the usual span of those up to 256 bytes is one
+/// pool anyway), and that pool still holds a good number of blocks, at the
+/// header pool too; above, it is the usual span.
 #[test]
 fn first_spans_are_one_pool_up_to_the_target_size() {
     use crate::config::HEADER_BYTES;
