@@ -394,7 +394,7 @@ unsafe impl GlobalAlloc for PoolMalloc {
         let size = layout.size();
         if size <= MAX_SMALL_SIZE && layout.align() <= MIN_ALIGN {
             // `size <= MAX_SMALL_SIZE`, so the class exists.
-            return match size_class::class_of_size(size.max(layout.align())) {
+            return match size_class::class_for(size, layout.align()) {
                 Some(class) => heap::alloc(class, counters::Requested::new(size)),
                 None => ptr::null_mut(),
             };

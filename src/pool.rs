@@ -233,22 +233,28 @@ impl Pool {
     /// heap's Active pool. Touches none of the span's memory.
     pub fn init(&self, class: Class, start: *mut u8, blocks: usize, pools: usize, owner: usize) {
         debug_assert_eq!(self.state.get(), PoolState::Free);
-        self.free.set(ptr::null_mut());
-        self.local_free.set(ptr::null_mut());
-        self.used.set(PoolState::Active.bias());
-        self.local_mark.set(PoolState::Active.bias());
-        self.carved.set(0);
+        self.forget_blocks(PoolState::Active);
         self.start.set(start);
         debug_assert!(blocks > 0 && blocks <= size_class::class_blocks_per_span(class));
         self.capacity.set(blocks as u16);
         self.class.set(class as u8);
         debug_assert!(blocks * size_class::class_size(class) <= pools * crate::config::POOL_SIZE);
         self.span_pools.set(pools as u8);
-        self.state.set(PoolState::Active);
         self.next_available.set(ptr::null_mut());
         self.prev_available.set(ptr::null_mut());
         debug_assert!(self.remote.load(Ordering::Relaxed).is_null());
         self.owner.store(owner, Ordering::Relaxed);
+    }
+
+    /// Puts the pool in `state` with no block out and none carved: its free
+    /// lists dropped, the span to be carved from its start. Owner only.
+    fn forget_blocks(&self, state: PoolState) {
+        self.free.set(ptr::null_mut());
+        self.local_free.set(ptr::null_mut());
+        self.carved.set(0);
+        self.state.set(state);
+        self.used.set(state.bias());
+        self.local_mark.set(state.bias());
     }
 
     /// Keeps the unused pool for its heap (state Kept) at time `now_ms`: its
@@ -269,12 +275,7 @@ impl Pool {
     pub fn keep(&self, now_ms: u64) {
         debug_assert_eq!(self.blocks_out(), 0);
         debug_assert!(self.remote.load(Ordering::Relaxed).is_null());
-        self.free.set(ptr::null_mut());
-        self.local_free.set(ptr::null_mut());
-        self.carved.set(0);
-        self.state.set(PoolState::Kept);
-        self.used.set(PoolState::Kept.bias());
-        self.local_mark.set(PoolState::Kept.bias());
+        self.forget_blocks(PoolState::Kept);
         // SeqCst, as the load in `decay::note_dirty` that follows and the
         // purger's side (`purger_begin_pass`, then `claim_for_purge`): either
         // the purger's pass sees this pool, or the owner sees the purger

@@ -230,8 +230,9 @@ pub fn class_of_size(size: usize) -> Option<Class> {
 }
 
 /// The smallest class whose blocks hold `size` bytes aligned to `align` (a
-/// power of two), or `None` if no class does (a large allocation).
-#[inline]
+/// power of two), or `None` if no class does (a large allocation). Up to
+/// `MIN_ALIGN` (the allocation fast path) it is one `max` and one load.
+#[inline(always)]
 pub fn class_for(size: usize, align: usize) -> Option<Class> {
     if align <= MIN_ALIGN {
         return class_of_size(size.max(align));
