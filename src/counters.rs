@@ -326,6 +326,12 @@ impl OsCounters {
         self.large_mapped(bytes);
     }
 
+    /// `bytes` of cached pages joined the live large block in front of them.
+    pub(crate) fn large_cache_absorbed(&self, bytes: usize) {
+        self.large_cache_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.large_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     /// A cached mapping of `bytes` was unmapped.
     pub(crate) fn large_cache_purged(&self, bytes: usize) {
         self.large_cache_bytes.fetch_sub(bytes, Ordering::Relaxed);

@@ -13,8 +13,15 @@
 //!
 //! Freed mappings (up to half the cache size each) go into a small cache
 //! instead of back to the OS, so alloc/free loops of large blocks reuse
-//! them without a system call; a mapping stays there until it is reused,
+//! them without a system call; a range stays there until it is reused,
 //! evicted by newer ones, or purged (unmapped) after the purge delay.
+//! The cache holds page ranges rather than whole mappings: a request may
+//! take the head of a bigger range, the pieces merge again when freed, and
+//! a growing block takes the cached range that follows it, or moves into
+//! one elsewhere, before it asks `mremap` for fresh pages (see `realloc`).
+//! A block's "mapping" below is its range: part of a kernel mapping, or
+//! (after merges) pieces of adjacent ones. `mremap` refuses a range that
+//! spans two kernel mappings; `realloc` then copies.
 //!
 //! In front of that shared cache each heap keeps one freed mapping of its
 //! own, a [`LargeSlot`]: a thread that frees and allocates large blocks in
@@ -97,10 +104,9 @@ pub fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
         return ptr::null_mut();
     }
     if align <= page
-        && let Some(slot) = crate::heap::current_or_new_large_slot()
-        && let Some((base, cached_size)) = slot.take(map_size)
+        && let Some((base, cached_size)) = take_cached(map_size)
     {
-        // SAFETY: the slot's mapping is now ours, page-aligned, and fits
+        // SAFETY: the cached range is now ours, page-aligned, and fits
         // `map_size` (so `offset < map_size`); `align <= page` keeps the
         // block aligned.
         unsafe {
@@ -109,22 +115,6 @@ pub fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
             if zeroed {
                 ptr::write_bytes(block, 0, size);
             }
-            return block;
-        }
-    }
-    if align <= page
-        && let Some((base, cached_size)) = CACHE.take(map_size)
-    {
-        // SAFETY: a cached mapping is ours, page-aligned, at least
-        // `map_size` long; `offset < map_size`; `align <= page` keeps the
-        // block aligned.
-        unsafe {
-            let block = (base as *mut u8).add(offset);
-            write_header(block, base, cached_size);
-            if zeroed {
-                ptr::write_bytes(block, 0, size);
-            }
-            OS_COUNTERS.large_cache_hit(cached_size);
             return block;
         }
     }
@@ -142,6 +132,20 @@ pub fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     unsafe { write_header(block, base as usize, map_size) };
     OS_COUNTERS.large_mapped(map_size);
     block
+}
+
+/// A freed range for a block needing `map_size` bytes, from the calling
+/// thread's slot or else the shared cache: `(base, size)`, page-aligned,
+/// `size >= map_size`, counted as a live large allocation.
+fn take_cached(map_size: usize) -> Option<(usize, usize)> {
+    if let Some(slot) = crate::heap::current_or_new_large_slot()
+        && let Some(taken) = slot.take(map_size)
+    {
+        return Some(taken);
+    }
+    let (base, size) = CACHE.take(map_size)?;
+    OS_COUNTERS.large_cache_hit(size);
+    Some((base, size))
 }
 
 /// # Safety
@@ -296,7 +300,7 @@ pub fn release_slot(slot: &LargeSlot) {
     };
     let budget = decay::large_cache_bytes();
     if cache.len < CACHE_SLOTS && cache.bytes + map_size <= budget && map_size <= budget / 2 {
-        cache.push(Cached { base, map_size, freed_at: UNSTAMPED });
+        cache.insert(Cached { base, map_size, freed_at: UNSTAMPED });
         OS_COUNTERS.large_cached(map_size);
         drop(cache);
         decay::note_dirty();
@@ -372,6 +376,30 @@ impl MappingCache {
         self.bytes -= entry.map_size;
         entry
     }
+
+    /// Adds a freed range, merged with the cached ranges right before and
+    /// after it, so pieces of one buffer cut apart by [`Cache::take`] become
+    /// one range again when they are all free. No two entries are ever
+    /// adjacent, so there is at most one neighbour on each side. The caller
+    /// made room for one entry.
+    fn insert(&mut self, mut entry: Cached) {
+        let mut i = 0;
+        while i < self.len {
+            let e = self.entries[i];
+            if e.base + e.map_size == entry.base || entry.base + entry.map_size == e.base {
+                self.remove(i);
+                entry.base = entry.base.min(e.base);
+                entry.map_size += e.map_size;
+                // The newer stamp: the merged range was in use until then.
+                // (`UNSTAMPED`, the largest value, is the newest.)
+                entry.freed_at = entry.freed_at.max(e.freed_at);
+                // `remove` moved the last entry to `i`: look at it too.
+                continue;
+            }
+            i += 1;
+        }
+        self.push(entry);
+    }
 }
 
 struct Cache(Lock<MappingCache>);
@@ -384,12 +412,13 @@ static CACHE: Cache = Cache(Lock::new(MappingCache {
 }));
 
 impl Cache {
-    /// A cached mapping for a block needing `map_size` bytes, taken out of
-    /// the cache: the best fit if one is at most a quarter bigger; otherwise
-    /// the smallest bigger one, with its tail unmapped. Reusing the head of a
-    /// bigger mapping (rather than mapping afresh while it sits resident in
-    /// the cache) keeps a program that grows a buffer again and again, such
-    /// as a `Vec` rebuilt in a loop, from holding every old buffer.
+    /// A cached range for a block needing `map_size` bytes, taken out of
+    /// the cache: the best fit if it is at most a quarter bigger; otherwise
+    /// the head of the smallest bigger one, whose tail stays cached. The
+    /// tail's pages stay resident: a buffer rebuilt by growing from small,
+    /// such as a `Vec` collected in a loop, grows back into them
+    /// ([`Cache::take_following`]) instead of faulting fresh pages, and the
+    /// pieces merge again when freed ([`MappingCache::insert`]).
     fn take(&self, map_size: usize) -> Option<(usize, usize)> {
         let mut cache = self.0.lock();
         let mut best: Option<usize> = None;
@@ -399,15 +428,31 @@ impl Cache {
             }
         }
         let taken = cache.remove(best?);
-        drop(cache);
         if taken.map_size - map_size <= map_size / 4 {
             return Some((taken.base, taken.map_size));
         }
-        // SAFETY: the tail of a mapping we own, page-aligned (both sizes are
-        // multiples of the page size).
-        unsafe { os::unmap((taken.base + map_size) as *mut u8, taken.map_size - map_size) };
-        OS_COUNTERS.large_cache_purged(taken.map_size - map_size);
+        // The removal made room. Page-aligned: both sizes are multiples of
+        // the page size. Not adjacent to another entry: the whole was not.
+        cache.push(Cached { base: taken.base + map_size, map_size: taken.map_size - map_size, ..taken });
         Some((taken.base, map_size))
+    }
+
+    /// For a block whose mapping ends at `at`, growing by at least `need`
+    /// bytes: the cached range that starts at `at`, if it holds `need`
+    /// bytes, is taken, up to `want` bytes of it (the rest stays cached).
+    /// Returns the bytes taken, 0 if none.
+    fn take_following(&self, at: usize, need: usize, want: usize) -> usize {
+        let mut cache = self.0.lock();
+        let Some(i) = (0..cache.len).find(|&i| cache.entries[i].base == at && cache.entries[i].map_size >= need) else {
+            return 0;
+        };
+        let entry = cache.remove(i);
+        let taken = if entry.map_size - want.min(entry.map_size) <= want / 4 { entry.map_size } else { want };
+        if taken < entry.map_size {
+            // The removal made room; the rest ends where the entry ended.
+            cache.push(Cached { base: at + taken, map_size: entry.map_size - taken, ..entry });
+        }
+        taken
     }
 
     /// Keeps a freed mapping; false if it does not fit the cache's budget.
@@ -426,7 +471,7 @@ impl Cache {
         while cache.len == CACHE_SLOTS || cache.bytes + map_size > budget {
             cache = evict_oldest(cache);
         }
-        cache.push(Cached { base, map_size, freed_at: now });
+        cache.insert(Cached { base, map_size, freed_at: now });
         decay::note_dirty();
         let purge_now = inline && cache.inline_purge_due <= now;
         if purge_now {
@@ -512,10 +557,11 @@ pub unsafe fn usable_size(block: *mut u8) -> usize {
 }
 
 /// Resizes a large block to `new_size` (still large) keeping its contents:
-/// shrinks in place, grows in place when the mapping already has room, and
-/// otherwise moves the pages with `mremap` (alignment up to a page), with a
-/// quarter more room, or allocates and copies. Null on failure, with the old
-/// block untouched.
+/// shrinks in place; grows in place when the mapping already has room or a
+/// cached range follows it; else moves into a cached range big enough
+/// (copying), or moves the pages with `mremap` (alignment up to a page)
+/// with a quarter more room, or allocates and copies. Null on failure, with
+/// the old block untouched.
 ///
 /// # Safety
 /// `block` is a live large block allocated with `align`, holding `old_size`
@@ -550,6 +596,35 @@ pub unsafe fn realloc(block: *mut u8, old_size: usize, new_size: usize, align: u
     // once written, and a buffer grown in small steps then moves pages once
     // per quarter instead of once per page.
     let reserve = new_map_size.max((map_size + map_size / 4).next_multiple_of(page));
+    // Resident cached pages before fresh ones. First those right after the
+    // mapping (the rest of a range this block was cut from): in place, no
+    // system call.
+    let absorbed = CACHE.take_following(base + map_size, new_map_size - map_size, reserve - map_size);
+    if absorbed != 0 {
+        // SAFETY: the header is live; the pages after the mapping, out of
+        // the cache now, are this block's.
+        unsafe { (*h).map_size = map_size + absorbed };
+        OS_COUNTERS.large_cache_absorbed(absorbed);
+        return block;
+    }
+    // Then a cached range elsewhere, copied into: copying a buffer costs
+    // less than faulting in its growth afresh (a page fault and the
+    // kernel's zeroing per 4 KiB), and the cached range would otherwise sit
+    // resident, unused, beside the grown buffer.
+    if align <= page
+        && let Some((new_base, new_map_size)) = take_cached(new_map_size)
+    {
+        // SAFETY: the cached range is ours, page-aligned and at least
+        // `map_size_for(new_size, offset)` long; `align <= page` keeps the
+        // block aligned; the old block is live and does not overlap it.
+        unsafe {
+            let moved = (new_base as *mut u8).add(offset);
+            write_header(moved, new_base, new_map_size);
+            ptr::copy_nonoverlapping(block, moved, old_size);
+            free(block);
+            return moved;
+        }
+    }
     if align <= page && reserve <= isize::MAX as usize {
         // SAFETY: the whole mapping is this block's.
         let new_base = unsafe { os::remap(base as *mut u8, map_size, reserve) };

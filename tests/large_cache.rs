@@ -7,10 +7,12 @@
 mod common;
 use common::Block;
 use poolmalloc::PoolMalloc;
+use std::hint::black_box;
 
 #[global_allocator]
 static A: PoolMalloc = PoolMalloc::new();
 
+// Taken poisoned too: one failed test should not fail the ones after it.
 static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn mapping_count() -> usize {
@@ -19,7 +21,7 @@ fn mapping_count() -> usize {
 
 #[test]
 fn large_loops_reuse_mappings() {
-    let _turn = TURN.lock().unwrap();
+    let _turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     for size in [256 << 10, 1 << 20, 8 << 20] {
         // Warm up: the first block maps, its free fills the cache (and starts
         // the purger thread, whose stack is a mapping of its own).
@@ -44,7 +46,7 @@ fn large_loops_reuse_mappings() {
 
 #[test]
 fn zeroed_large_blocks_from_the_cache_are_zero() {
-    let _turn = TURN.lock().unwrap();
+    let _turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     for _ in 0..10 {
         let mut v = vec![0u8; 3 << 20];
         assert!(v.iter().all(|&b| b == 0));
@@ -55,7 +57,9 @@ fn zeroed_large_blocks_from_the_cache_are_zero() {
 #[test]
 #[cfg_attr(poolmalloc_tsan, ignore = "no mremap under ThreadSanitizer (see os::remap)")]
 fn vec_growth_to_256_mib_uses_mremap() {
-    let _turn = TURN.lock().unwrap();
+    let _turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // An empty cache: growth prefers cached pages to mremap.
+    poolmalloc::collect();
     let remaps_before = poolmalloc::stats().large_remaps;
     let mut v: Vec<u32> = Vec::new();
     for i in 0..(64u32 << 20) {
@@ -74,7 +78,7 @@ fn vec_growth_to_256_mib_uses_mremap() {
 /// RSS it held goes away.
 #[test]
 fn a_sleeping_threads_freed_mapping_is_returned() {
-    let _turn = TURN.lock().unwrap();
+    let _turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     // Start with empty caches: a mapping another test left there could
     // expire between the two readings below.
     poolmalloc::collect();
@@ -119,4 +123,92 @@ fn a_sleeping_threads_freed_mapping_is_returned() {
         rss_cached >= rss_returned + size - (1 << 20),
         "RSS went from {rss_cached} to {rss_returned} bytes; the freed block had {size}"
     );
+}
+
+// The buffers freed below are passed through `black_box`: the compiler may
+// otherwise drop the writes to a buffer freed right after, and its pages
+// would not be resident.
+
+/// Minor page faults of the calling thread so far.
+fn thread_minor_faults() -> i64 {
+    // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is valid and writable.
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) }, 0);
+    usage.ru_minflt
+}
+
+/// Sizes below the one that asks for huge pages (4 MiB), so fresh pages
+/// fault one 4 KiB page at a time: 512 faults per 2 MiB.
+const RESIDENT_TEST_SIZE: usize = 3 << 20;
+
+/// A buffer rebuilt by growing from small takes the head of its old, cached
+/// mapping and grows back into the rest, whose pages are resident.
+#[test]
+#[cfg_attr(poolmalloc_tsan, ignore = "page faults counted here include ThreadSanitizer's shadow memory")]
+fn a_buffer_rebuilt_grows_into_its_old_pages() {
+    let _turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    poolmalloc::collect();
+    for round in 0..3u8 {
+        let mut old: Vec<u8> = Vec::with_capacity(RESIDENT_TEST_SIZE);
+        old.resize(RESIDENT_TEST_SIZE, round);
+        drop(black_box(old));
+        let faults_before = thread_minor_faults();
+        let mut v: Vec<u8> = Vec::new();
+        // Vec doubles its capacity: 2 MiB is its last step, within 3 MiB.
+        for i in 0..2 << 20 {
+            v.push(i as u8 ^ round);
+        }
+        let faults = thread_minor_faults() - faults_before;
+        assert!(v.iter().enumerate().all(|(i, &b)| b == i as u8 ^ round));
+        assert!(faults < 64, "round {round}: {faults} page faults growing into cached pages");
+    }
+}
+
+/// A buffer growing while another, bigger one lies freed moves into the
+/// freed one's resident pages (or grows into them if they happen to follow
+/// it) rather than faulting fresh pages.
+#[test]
+#[cfg_attr(poolmalloc_tsan, ignore = "page faults counted here include ThreadSanitizer's shadow memory")]
+fn a_growing_buffer_moves_into_freed_pages() {
+    let _turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    poolmalloc::collect();
+    for round in 1..4u8 {
+        // Non-zero fills: `vec![0; n]` maps fresh pages and writes none.
+        // Both buffers are resident.
+        let mut growing = vec![round; 256 << 10];
+        drop(black_box(vec![0xEEu8; RESIDENT_TEST_SIZE]));
+        let faults_before = thread_minor_faults();
+        growing.resize(2 << 20, round ^ 0x55);
+        let faults = thread_minor_faults() - faults_before;
+        assert!(growing[..256 << 10].iter().all(|&b| b == round));
+        assert!(growing[256 << 10..].iter().all(|&b| b == round ^ 0x55));
+        assert!(faults < 64, "round {round}: {faults} page faults growing to 2 MiB beside 3 MiB of freed pages");
+    }
+}
+
+/// A freed buffer cut in two by a smaller request is whole again once the
+/// piece is freed: a request for all of it is served from the cache, with
+/// its pages resident.
+#[test]
+#[cfg_attr(poolmalloc_tsan, ignore = "page faults counted here include ThreadSanitizer's shadow memory")]
+fn pieces_of_a_freed_mapping_merge_again() {
+    let _turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    poolmalloc::collect();
+    for round in 1..4u8 {
+        // Non-zero fills: `vec![0; n]` maps fresh pages and writes none.
+        drop(black_box(vec![round; RESIDENT_TEST_SIZE]));
+        // The head of the freed mapping; the rest stays cached.
+        let piece = vec![round ^ 1; 128 << 10];
+        assert!(piece.iter().all(|&b| b == round ^ 1));
+        drop(piece);
+        let hits_before = poolmalloc::stats().large_cache_hits;
+        let faults_before = thread_minor_faults();
+        let whole = vec![round ^ 2; RESIDENT_TEST_SIZE];
+        let faults = thread_minor_faults() - faults_before;
+        assert!(whole.iter().all(|&b| b == round ^ 2));
+        let hits = poolmalloc::stats().large_cache_hits - hits_before;
+        assert!(hits >= 1, "round {round}: the whole mapping was not served from the cache");
+        assert!(faults < 64, "round {round}: {faults} page faults for the reassembled mapping");
+    }
 }
