@@ -137,6 +137,7 @@ pub fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
 /// A freed range for a block needing `map_size` bytes, from the calling
 /// thread's slot or else the shared cache: `(base, size)`, page-aligned,
 /// `size >= map_size`, counted as a live large allocation.
+#[inline(always)]
 fn take_cached(map_size: usize) -> Option<(usize, usize)> {
     if let Some(slot) = crate::heap::current_or_new_large_slot()
         && let Some(taken) = slot.take(map_size)
