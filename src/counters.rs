@@ -332,6 +332,13 @@ impl OsCounters {
         self.large_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// A slot's mapping of `bytes`, counted as live (and shown as cached by
+    /// the statistics), was unmapped without going through the cache.
+    pub(crate) fn large_slot_purged(&self, bytes: usize) {
+        self.large_unmapped(bytes);
+        self.purged_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     /// A cached mapping of `bytes` was unmapped.
     pub(crate) fn large_cache_purged(&self, bytes: usize) {
         self.large_cache_bytes.fetch_sub(bytes, Ordering::Relaxed);

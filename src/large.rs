@@ -172,7 +172,7 @@ pub unsafe fn free(block: *mut u8) {
         ((*h).base, (*h).map_size)
     };
     if let Some(slot) = crate::heap::current_large_slot()
-        && map_size <= decay::large_cache_bytes() / 2
+        && map_size <= slot_limit()
         // SAFETY: the mapping is ours and no longer used.
         && unsafe { slot.put(base, map_size) }
     {
@@ -180,6 +180,17 @@ pub unsafe fn free(block: *mut u8) {
     }
     // SAFETY: the block's whole mapping, no longer used.
     unsafe { cache_or_unmap(base, map_size) };
+}
+
+/// The biggest mapping a heap's slot keeps: 32 MiB, or none when the cache
+/// is disabled. Apart from the shared cache's budget, which is smaller: a
+/// slot holds one mapping its thread is likely to reuse at once, while the
+/// cache holds whatever was freed lately.
+const SLOT_MAX_BYTES: usize = 32 << 20;
+
+#[inline]
+fn slot_limit() -> usize {
+    if decay::large_cache_bytes() == 0 { 0 } else { SLOT_MAX_BYTES }
 }
 
 /// Puts a freed mapping, counted as a live large allocation until now, into
@@ -307,7 +318,8 @@ pub fn release_slot(slot: &LargeSlot) {
         decay::note_dirty();
         return;
     }
-    OS_COUNTERS.large_unmapped(map_size);
+    // The statistics showed the slot's mapping as cached: it is purged.
+    OS_COUNTERS.large_slot_purged(map_size);
     drop(cache);
     // SAFETY: the whole mapping, no longer in any slot or list.
     unsafe { os::unmap(base as *mut u8, map_size) };

@@ -79,50 +79,54 @@ fn vec_growth_to_256_mib_uses_mremap() {
 #[test]
 fn a_sleeping_threads_freed_mapping_is_returned() {
     let _turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    // Start with empty caches: a mapping another test left there could
-    // expire between the two readings below.
-    poolmalloc::collect();
-    let size = 12 << 20;
-    let (freed_tx, freed_rx) = std::sync::mpsc::channel();
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let sleeper = std::thread::spawn(move || {
-        let before = poolmalloc::stats();
-        // Every page written, so the mapping is resident.
-        let block = vec![7u8; size];
-        assert!(block.iter().all(|&b| b == 7));
-        drop(block);
-        let after = poolmalloc::stats();
-        // Only the numbers: a channel block of whole `Stats` values would
-        // itself be a large allocation, served from the head of the mapping.
-        let counts = |s: &poolmalloc::Stats| (s.large_count, s.large_cache_bytes, s.purged_bytes);
-        freed_tx.send((counts(&before), counts(&after))).unwrap();
-        // Sleep without touching the allocator until the main thread is done.
-        done_rx.recv().unwrap();
-    });
-    let ((count_before, cached_before, _), (count_after, cached_after, purged_after)) = freed_rx.recv().unwrap();
-    assert_eq!(count_after, count_before, "the freed block still counts as live");
-    assert!(cached_after >= cached_before + size, "cached bytes went from {cached_before} to {cached_after}");
-    let rss_cached = common::rss_bytes();
-    let start = std::time::Instant::now();
-    let mut now = poolmalloc::stats();
-    while now.large_cache_bytes >= size && start.elapsed() < std::time::Duration::from_secs(10) {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        now = poolmalloc::stats();
+    // 6 MiB fits the shared cache (at most half of its 16 MiB): the purger
+    // moves it from the slot to the cache and unmaps it from there. 12 MiB
+    // does not: the purger unmaps it straight from the slot.
+    for size in [6 << 20, 12 << 20] {
+        // Start with empty caches: a mapping another test left there could
+        // expire between the two readings below.
+        poolmalloc::collect();
+        let (freed_tx, freed_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let sleeper = std::thread::spawn(move || {
+            let before = poolmalloc::stats();
+            // Every page written, so the mapping is resident.
+            let block = vec![7u8; size];
+            assert!(block.iter().all(|&b| b == 7));
+            drop(block);
+            let after = poolmalloc::stats();
+            // Only the numbers: a channel block of whole `Stats` values would
+            // itself be a large allocation, served from the head of the mapping.
+            let counts = |s: &poolmalloc::Stats| (s.large_count, s.large_cache_bytes, s.purged_bytes);
+            freed_tx.send((counts(&before), counts(&after))).unwrap();
+            // Sleep without touching the allocator until the main thread is done.
+            done_rx.recv().unwrap();
+        });
+        let ((count_before, cached_before, _), (count_after, cached_after, purged_after)) = freed_rx.recv().unwrap();
+        assert_eq!(count_after, count_before, "the freed block still counts as live");
+        assert!(cached_after >= cached_before + size, "cached bytes went from {cached_before} to {cached_after}");
+        let rss_cached = common::rss_bytes();
+        let start = std::time::Instant::now();
+        let mut now = poolmalloc::stats();
+        while now.large_cache_bytes >= size && start.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            now = poolmalloc::stats();
+        }
+        let waited = start.elapsed();
+        let rss_returned = common::rss_bytes();
+        done_tx.send(()).unwrap();
+        sleeper.join().unwrap();
+        assert!(now.large_cache_bytes < size, "still cached after {waited:?}: {now:?}");
+        // Unmapped, but for what another allocation meanwhile may have taken
+        // from its head (a request reuses the head of a bigger cached mapping).
+        assert!(now.purged_bytes + (1 << 20) >= purged_after + size, "{purged_after} then {now:?}");
+        // Default purge delay 1 s; the purger's passes may add up to one more.
+        assert!(waited < std::time::Duration::from_secs(4), "returned only after {waited:?}");
+        assert!(
+            rss_cached >= rss_returned + size - (1 << 20),
+            "RSS went from {rss_cached} to {rss_returned} bytes; the freed block had {size}"
+        );
     }
-    let waited = start.elapsed();
-    let rss_returned = common::rss_bytes();
-    done_tx.send(()).unwrap();
-    sleeper.join().unwrap();
-    assert!(now.large_cache_bytes < size, "still cached after {waited:?}: {now:?}");
-    // Unmapped, but for what another allocation meanwhile may have taken
-    // from its head (a request reuses the head of a bigger cached mapping).
-    assert!(now.purged_bytes + (1 << 20) >= purged_after + size, "{purged_after} then {now:?}");
-    // Default purge delay 1 s; the purger's passes may add up to one more.
-    assert!(waited < std::time::Duration::from_secs(4), "returned only after {waited:?}");
-    assert!(
-        rss_cached >= rss_returned + size - (1 << 20),
-        "RSS went from {rss_cached} to {rss_returned} bytes; the freed block had {size}"
-    );
 }
 
 // The buffers freed below are passed through `black_box`: the compiler may
