@@ -593,6 +593,7 @@ fn map_arena_memory(arenas: &mut Arenas) -> *mut u8 {
         }
         arenas.chunk_next = chunk as usize;
         arenas.chunk_end = chunk as usize + CHUNK_SIZE;
+        crate::large::note_arena_growth(CHUNK_SIZE);
     }
     let base = arenas.chunk_next;
     arenas.chunk_next += ARENA_SIZE;

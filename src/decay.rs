@@ -21,10 +21,10 @@
 //! Settings are read once from the environment with `getenv` (no allocation):
 //! - `POOLMALLOC_PURGE_DELAY_MS` (default 1000): how long memory stays unused
 //!   before it is returned;
-//! - `POOLMALLOC_LARGE_CACHE_MB` (default 16): the most bytes of freed large
-//!   mappings kept for reuse in the shared cache, each at most half of it
-//!   (0 disables it and the per-thread slots); each thread may also keep
-//!   one mapping of up to 32 MiB in its slot;
+//! - `POOLMALLOC_LARGE_CACHE_MB` (default 64): the most bytes of freed large
+//!   mappings kept for reuse in the shared cache (0 disables it and the
+//!   per-thread slots); each thread may also keep one mapping of up to half
+//!   that in its slot;
 //! - `POOLMALLOC_BACKGROUND_PURGE` (default 1): 0 disables the purger thread;
 //! - `POOLMALLOC_HUGE_PAGES` (default 0): 1 advises the 2 MiB chunks arenas
 //!   are cut from for transparent huge pages once the heap passes 16 MiB.
@@ -39,14 +39,7 @@ use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 /// At 1 s it runs in 28 ms, and an idle process still shrinks within about
 /// a second.
 const DEFAULT_PURGE_DELAY_MS: u64 = 1000;
-/// Default large-cache budget. It was 64 MiB while the cache held whole
-/// mappings, 32 at most, and the entry count bound it first: it held a few
-/// MiB. Once freed ranges merged (fb21f01) the bytes bound it, and the
-/// demo's peak RSS went from 127 to 167 MiB, with 56 MiB of freed hash
-/// tables cached while its arenas mapped fresh memory. At 16 MiB the demo
-/// peaks at 128 MiB and strings keeps its gain (3.2k faults; at 8 MiB,
-/// 10.9k).
-const DEFAULT_LARGE_CACHE_MB: u64 = 16;
+const DEFAULT_LARGE_CACHE_MB: u64 = 64;
 
 /// The settings, read once.
 pub struct Settings {

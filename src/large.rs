@@ -172,7 +172,7 @@ pub unsafe fn free(block: *mut u8) {
         ((*h).base, (*h).map_size)
     };
     if let Some(slot) = crate::heap::current_large_slot()
-        && map_size <= slot_limit()
+        && map_size <= decay::large_cache_bytes() / 2
         // SAFETY: the mapping is ours and no longer used.
         && unsafe { slot.put(base, map_size) }
     {
@@ -180,17 +180,6 @@ pub unsafe fn free(block: *mut u8) {
     }
     // SAFETY: the block's whole mapping, no longer used.
     unsafe { cache_or_unmap(base, map_size) };
-}
-
-/// The biggest mapping a heap's slot keeps: 32 MiB, or none when the cache
-/// is disabled. Apart from the shared cache's budget, which is smaller: a
-/// slot holds one mapping its thread is likely to reuse at once, while the
-/// cache holds whatever was freed lately.
-const SLOT_MAX_BYTES: usize = 32 << 20;
-
-#[inline]
-fn slot_limit() -> usize {
-    if decay::large_cache_bytes() == 0 { 0 } else { SLOT_MAX_BYTES }
 }
 
 /// Puts a freed mapping, counted as a live large allocation until now, into
@@ -417,6 +406,52 @@ impl MappingCache {
 
 struct Cache(Lock<MappingCache>);
 
+/// Bytes of fresh memory the arenas mapped that the cache has not yet given
+/// back for (see [`note_arena_growth`]).
+static ARENA_GROWTH: AtomicUsize = AtomicUsize::new(0);
+
+/// The arenas mapped `bytes` of fresh memory. On its next operation the
+/// cache unmaps as many bytes of its oldest ranges, if it holds any.
+///
+/// Why: freed ranges merge, so the byte budget, not the 32 entries, bounds
+/// the cache. The demo frees 56 MiB of hash tables, then builds 30 MiB of
+/// small vectors: the cache kept the tables resident while the arenas
+/// mapped fresh memory, and the demo peaked at 165-169 MiB against 127-128
+/// before the merges. Pools cannot use the cache's ranges (arenas are
+/// aligned chunks), so memory the pools need is taken from the cache's
+/// share instead: idle large memory goes back as pool memory grows, and a
+/// buffer rebuilt while the arenas stay put keeps its pages. An atomic
+/// counter, not a call from the arena code: that runs under the arena lock.
+pub fn note_arena_growth(bytes: usize) {
+    ARENA_GROWTH.fetch_add(bytes, Ordering::Relaxed);
+}
+
+/// Gives back what [`note_arena_growth`] asked for, oldest ranges first.
+#[inline]
+fn give_back_for_arenas(cache: LockGuard<'_, MappingCache>) -> LockGuard<'_, MappingCache> {
+    if ARENA_GROWTH.load(Ordering::Relaxed) == 0 {
+        return cache;
+    }
+    give_back_for_arenas_slow(cache)
+}
+
+#[cold]
+fn give_back_for_arenas_slow(mut cache: LockGuard<'_, MappingCache>) -> LockGuard<'_, MappingCache> {
+    let mut owed = ARENA_GROWTH.swap(0, Ordering::Relaxed);
+    while owed > 0 && cache.len > 0 {
+        // Unstamped entries are the newest.
+        let oldest = (0..cache.len).min_by_key(|&i| cache.entries[i].freed_at).unwrap_or(0);
+        let victim = cache.remove(oldest);
+        drop(cache);
+        // SAFETY: a range out of the cache is ours and unused.
+        unsafe { os::unmap(victim.base as *mut u8, victim.map_size) };
+        OS_COUNTERS.large_cache_purged(victim.map_size);
+        owed = owed.saturating_sub(victim.map_size);
+        cache = CACHE.0.lock();
+    }
+    cache
+}
+
 static CACHE: Cache = Cache(Lock::new(MappingCache {
     entries: [Cached { base: 0, map_size: 0, freed_at: 0 }; CACHE_SLOTS],
     len: 0,
@@ -433,7 +468,7 @@ impl Cache {
     /// ([`Cache::take_following`]) instead of faulting fresh pages, and the
     /// pieces merge again when freed ([`MappingCache::insert`]).
     fn take(&self, map_size: usize) -> Option<(usize, usize)> {
-        let mut cache = self.0.lock();
+        let mut cache = give_back_for_arenas(self.0.lock());
         let mut best: Option<usize> = None;
         for (i, e) in cache.entries[..cache.len].iter().enumerate() {
             if e.map_size >= map_size && best.is_none_or(|b| e.map_size < cache.entries[b].map_size) {
@@ -480,7 +515,7 @@ impl Cache {
         // clock read on this path (it costs as much as the rest of a free).
         let inline = decay::purge_inline();
         let now = if inline { decay::now_ms() } else { UNSTAMPED };
-        let mut cache = self.0.lock();
+        let mut cache = give_back_for_arenas(self.0.lock());
         while cache.len == CACHE_SLOTS || cache.bytes + map_size > budget {
             cache = evict_oldest(cache);
         }
@@ -518,7 +553,7 @@ pub fn purge(now: u64, force: bool) -> Option<u64> {
     steal_slots();
     let delay = decay::settings().purge_delay_ms;
     let mut next_due: Option<u64> = None;
-    let mut cache = CACHE.0.lock();
+    let mut cache = give_back_for_arenas(CACHE.0.lock());
     let mut i = 0;
     while i < cache.len {
         if cache.entries[i].freed_at == UNSTAMPED {
@@ -543,6 +578,38 @@ pub fn purge(now: u64, force: bool) -> Option<u64> {
         }
     }
     next_due
+}
+
+/// Checks the shared cache (feature `debug-invariants`): its ranges are
+/// page-aligned, disjoint and never adjacent (a freed range merges with its
+/// neighbours), and add up to its byte count. Aborts with a message on a
+/// broken invariant (a panic would allocate, maybe a large block, and need
+/// this lock).
+#[cfg(feature = "debug-invariants")]
+pub fn check() {
+    fn require(ok: bool, message: &str) {
+        if !ok {
+            os::fatal(message);
+        }
+    }
+    let page = os::page_size();
+    let cache = CACHE.0.lock();
+    let entries = &cache.entries[..cache.len];
+    let mut sum = 0;
+    for (i, a) in entries.iter().enumerate() {
+        require(
+            a.map_size > 0 && a.base % page == 0 && a.map_size % page == 0,
+            "large cache check: a range not whole pages",
+        );
+        sum += a.map_size;
+        for b in &entries[i + 1..] {
+            require(
+                a.base + a.map_size < b.base || b.base + b.map_size < a.base,
+                "large cache check: two ranges overlap or touch",
+            );
+        }
+    }
+    require(sum == cache.bytes, "large cache check: the byte count is off");
 }
 
 /// Fork support: the cache lock is taken before `fork`, released after.

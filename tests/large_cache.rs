@@ -79,10 +79,9 @@ fn vec_growth_to_256_mib_uses_mremap() {
 #[test]
 fn a_sleeping_threads_freed_mapping_is_returned() {
     let _turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    // 6 MiB fits the shared cache (at most half of its 16 MiB): the purger
-    // moves it from the slot to the cache and unmaps it from there. 12 MiB
-    // does not: the purger unmaps it straight from the slot.
-    for size in [6 << 20, 12 << 20] {
+    // Both within the slot's limit (half the cache, 32 MiB): the purger
+    // moves the mapping from the slot to the cache and unmaps it from there.
+    for size in [6 << 20, 24 << 20] {
         // Start with empty caches: a mapping another test left there could
         // expire between the two readings below.
         poolmalloc::collect();
@@ -215,4 +214,35 @@ fn pieces_of_a_freed_mapping_merge_again() {
         assert!(hits >= 1, "round {round}: the whole mapping was not served from the cache");
         assert!(faults < 64, "round {round}: {faults} page faults for the reassembled mapping");
     }
+}
+
+/// Memory the arenas map takes its share from the cache: after a freed
+/// buffer is cached, building enough small blocks to map fresh arenas makes
+/// the cache give the buffer's pages back (`large::note_arena_growth`).
+#[test]
+fn arena_growth_takes_back_cached_memory() {
+    let _turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    poolmalloc::collect();
+    let size = 6 << 20;
+    // Two buffers: the thread's slot keeps the second freed, so the first
+    // goes to the shared cache.
+    let first = black_box(vec![1u8; size]);
+    let second = black_box(vec![2u8; size]);
+    drop(first);
+    drop(second);
+    let cached = poolmalloc::stats().large_cache_bytes;
+    assert!(cached >= 2 * size, "{cached} bytes cached");
+    let purged_before = poolmalloc::stats().purged_bytes;
+    // 16 MiB of 1 KiB blocks: fresh arenas (collect() left one spare).
+    let small: Vec<Box<[u8; 1024]>> = (0..16 << 10).map(|i| Box::new([i as u8; 1024])).collect();
+    // The next large operation settles what the arenas took.
+    drop(black_box(vec![3u8; 64 << 10]));
+    let now = poolmalloc::stats();
+    assert!(small.iter().enumerate().all(|(i, b)| b[1023] == i as u8));
+    assert!(
+        now.purged_bytes >= purged_before + size,
+        "arenas mapped 16 MiB, yet the cache gave back {} bytes ({} cached)",
+        now.purged_bytes - purged_before,
+        now.large_cache_bytes
+    );
 }
