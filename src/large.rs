@@ -21,7 +21,8 @@
 //! one elsewhere, before it asks `mremap` for fresh pages (see `realloc`).
 //! A block's "mapping" below is its range: part of a kernel mapping, or
 //! (after merges) pieces of adjacent ones. `mremap` refuses a range that
-//! spans two kernel mappings; `realloc` then copies.
+//! spans two kernel mappings; `realloc` then copies. Memory the arenas map
+//! is taken out of the cache's share (see [`note_arena_growth`]).
 //!
 //! In front of that shared cache each heap keeps one freed mapping of its
 //! own, a [`LargeSlot`]: a thread that frees and allocates large blocks in

@@ -241,9 +241,10 @@
 //!
 //! ## Large allocations
 //! Each is one mapping, with a header just before the block. Growing one
-//! (alignment up to a page) uses `mremap` and reserves a quarter more
-//! address space, so a doubling `Vec` never copies and a buffer grown in
-//! small steps moves pages once per quarter, not once per page; shrinking
+//! (alignment up to a page) takes cached pages when there are some (below),
+//! and otherwise uses `mremap`, reserving a quarter more address space, so
+//! a doubling `Vec` does not copy and a buffer grown in small steps moves
+//! pages once per quarter, not once per page; shrinking
 //! unmaps the tail only when it is a quarter of the mapping. Mappings of
 //! 4 MiB and more ask for transparent huge pages. Freed mappings go into a
 //! cache (32 entries, 64 MiB) of page ranges, jemalloc's extents in small:
