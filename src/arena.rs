@@ -593,7 +593,6 @@ fn map_arena_memory(arenas: &mut Arenas) -> *mut u8 {
         }
         arenas.chunk_next = chunk as usize;
         arenas.chunk_end = chunk as usize + CHUNK_SIZE;
-        crate::large::note_arena_growth(CHUNK_SIZE);
     }
     let base = arenas.chunk_next;
     arenas.chunk_next += ARENA_SIZE;
@@ -626,7 +625,10 @@ fn map_arena(arenas: &mut Arenas) -> *mut Arena {
             next: Cell::new(ptr::null_mut()),
         });
     }
-    OS_COUNTERS.arena_mapped();
+    if OS_COUNTERS.arena_mapped() {
+        // Beyond the arenas' peak: memory the large cache gives back for.
+        crate::large::note_arena_growth(ARENA_SIZE);
+    }
     arena
 }
 

@@ -267,9 +267,10 @@ pub(crate) static OS_COUNTERS: OsCounters = OsCounters {
 };
 
 impl OsCounters {
-    pub(crate) fn arena_mapped(&self) {
+    /// Counts a mapped arena; true if the count is a new peak.
+    pub(crate) fn arena_mapped(&self) -> bool {
         let now = self.arena_count.fetch_add(1, Ordering::Relaxed) + 1;
-        self.arena_peak.fetch_max(now, Ordering::Relaxed);
+        self.arena_peak.fetch_max(now, Ordering::Relaxed) < now
     }
 
     pub(crate) fn arena_unmapped(&self) {

@@ -9,7 +9,8 @@
 //! `offset` is 64 bytes for alignments up to 64, the alignment itself up to
 //! the page size, and one page above it (the mapping is then placed so that
 //! `base + page` is aligned). Growing a block with alignment up to a page
-//! uses `mremap`, which moves pages, not bytes.
+//! takes cached pages if it can (below), and otherwise uses `mremap`, which
+//! moves pages, not bytes.
 //!
 //! Freed mappings (up to half the cache size each) go into a small cache
 //! instead of back to the OS, so alloc/free loops of large blocks reuse
@@ -393,9 +394,11 @@ impl MappingCache {
                 self.remove(i);
                 entry.base = entry.base.min(e.base);
                 entry.map_size += e.map_size;
-                // The newer stamp: the merged range was in use until then.
-                // (`UNSTAMPED`, the largest value, is the newest.)
-                entry.freed_at = entry.freed_at.max(e.freed_at);
+                // The older stamp: part of the range has been idle since
+                // then, and the purge delay bounds how long idle pages stay
+                // resident. (The newer one let a range whose neighbour kept
+                // being freed and taken again stay cached for good.)
+                entry.freed_at = entry.freed_at.min(e.freed_at);
                 // `remove` moved the last entry to `i`: look at it too.
                 continue;
             }
@@ -411,8 +414,9 @@ struct Cache(Lock<MappingCache>);
 /// back for (see [`note_arena_growth`]).
 static ARENA_GROWTH: AtomicUsize = AtomicUsize::new(0);
 
-/// The arenas mapped `bytes` of fresh memory. On its next operation the
-/// cache unmaps as many bytes of its oldest ranges, if it holds any.
+/// The arenas grew past their peak by `bytes`. On its next take, put or
+/// purge the cache unmaps as many bytes from its oldest ranges (their
+/// tails), if it holds any.
 ///
 /// Why: freed ranges merge, so the byte budget, not the 32 entries, bounds
 /// the cache. The demo frees 56 MiB of hash tables, then builds 30 MiB of
@@ -421,8 +425,10 @@ static ARENA_GROWTH: AtomicUsize = AtomicUsize::new(0);
 /// before the merges. Pools cannot use the cache's ranges (arenas are
 /// aligned chunks), so memory the pools need is taken from the cache's
 /// share instead: idle large memory goes back as pool memory grows, and a
-/// buffer rebuilt while the arenas stay put keeps its pages. An atomic
-/// counter, not a call from the arena code: that runs under the arena lock.
+/// buffer rebuilt while the arenas stay put keeps its pages. Only growth
+/// past the peak counts, so arenas unmapped and mapped again in waves do
+/// not drain the cache each time. An atomic counter, not a call from the
+/// arena code: that runs under the arena lock.
 pub fn note_arena_growth(bytes: usize) {
     ARENA_GROWTH.fetch_add(bytes, Ordering::Relaxed);
 }
@@ -443,11 +449,17 @@ fn give_back_for_arenas_slow(mut cache: LockGuard<'_, MappingCache>) -> LockGuar
         // Unstamped entries are the newest.
         let oldest = (0..cache.len).min_by_key(|&i| cache.entries[i].freed_at).unwrap_or(0);
         let victim = cache.remove(oldest);
+        // Only what is owed, from the tail (`owed` is a multiple of the
+        // page size); the head stays cached. The removal made room.
+        let unmapped = owed.min(victim.map_size);
+        if unmapped < victim.map_size {
+            cache.push(Cached { map_size: victim.map_size - unmapped, ..victim });
+        }
         drop(cache);
-        // SAFETY: a range out of the cache is ours and unused.
-        unsafe { os::unmap(victim.base as *mut u8, victim.map_size) };
-        OS_COUNTERS.large_cache_purged(victim.map_size);
-        owed = owed.saturating_sub(victim.map_size);
+        // SAFETY: the range's tail, out of the cache, is ours and unused.
+        unsafe { os::unmap((victim.base + victim.map_size - unmapped) as *mut u8, unmapped) };
+        OS_COUNTERS.large_cache_purged(unmapped);
+        owed -= unmapped;
         cache = CACHE.0.lock();
     }
     cache
@@ -488,7 +500,8 @@ impl Cache {
 
     /// For a block whose mapping ends at `at`, growing by at least `need`
     /// bytes: the cached range that starts at `at`, if it holds `need`
-    /// bytes, is taken, up to `want` bytes of it (the rest stays cached).
+    /// bytes, is taken: `want` bytes of it, or all of it if no more than a
+    /// quarter of `want` would be left (the rest stays cached).
     /// Returns the bytes taken, 0 if none.
     fn take_following(&self, at: usize, need: usize, want: usize) -> usize {
         let mut cache = self.0.lock();
@@ -686,6 +699,10 @@ pub unsafe fn realloc(block: *mut u8, old_size: usize, new_size: usize, align: u
         // the cache now, are this block's.
         unsafe { (*h).map_size = map_size + absorbed };
         OS_COUNTERS.large_cache_absorbed(absorbed);
+        if map_size + absorbed >= HUGE_PAGE_THRESHOLD && map_size < HUGE_PAGE_THRESHOLD {
+            // SAFETY: the block's whole range is ours and page-aligned.
+            unsafe { os::advise_huge_pages(base as *mut u8, map_size + absorbed) };
+        }
         return block;
     }
     // Then a cached range elsewhere, copied into: copying a buffer costs
@@ -701,13 +718,17 @@ pub unsafe fn realloc(block: *mut u8, old_size: usize, new_size: usize, align: u
         unsafe {
             let moved = (new_base as *mut u8).add(offset);
             write_header(moved, new_base, new_map_size);
+            if new_map_size >= HUGE_PAGE_THRESHOLD && map_size < HUGE_PAGE_THRESHOLD {
+                os::advise_huge_pages(new_base as *mut u8, new_map_size);
+            }
             ptr::copy_nonoverlapping(block, moved, old_size);
             free(block);
             return moved;
         }
     }
     if align <= page && reserve <= isize::MAX as usize {
-        // SAFETY: the whole mapping is this block's.
+        // SAFETY: the block's whole range is its own (`os::remap` takes a
+        // piece of a kernel mapping too).
         let new_base = unsafe { os::remap(base as *mut u8, map_size, reserve) };
         if !new_base.is_null() {
             let new_map_size = reserve;

@@ -240,13 +240,15 @@
 //! drops the claims the old one held on kept pools in the middle of a purge.
 //!
 //! ## Large allocations
-//! Each is one mapping, with a header just before the block. Growing one
-//! (alignment up to a page) takes cached pages when there are some (below),
-//! and otherwise uses `mremap`, reserving a quarter more address space, so
-//! a doubling `Vec` does not copy and a buffer grown in small steps moves
+//! Each is one range of pages (a mapping of its own, or a piece of a cached
+//! range), with a header just before the block. Growing one (alignment up
+//! to a page) takes cached pages when there are some (below), and otherwise
+//! uses `mremap`, reserving a quarter more address space: a doubling `Vec`
+//! grown that way does not copy, and a buffer grown in small steps moves
 //! pages once per quarter, not once per page; shrinking
 //! unmaps the tail only when it is a quarter of the mapping. Mappings of
-//! 4 MiB and more ask for transparent huge pages. Freed mappings go into a
+//! 4 MiB and more, and blocks grown past 4 MiB, ask for transparent huge
+//! pages. Freed mappings go into a
 //! cache (32 entries, 64 MiB) of page ranges, jemalloc's extents in small:
 //! a request takes the best fit, or the head of a bigger range whose tail
 //! stays cached; a freed range merges with cached neighbours. A growing
@@ -263,9 +265,10 @@
 //! nothing used. With both, strings' peak RSS fell to 16.6 MiB. Merged
 //! ranges made the byte budget, not the 32 entries, the cache's bound: the
 //! demo kept 56 MiB of freed hash tables cached while its arenas mapped
-//! fresh memory, and peaked 30% higher. Every 2 MiB the arenas map now
-//! makes the cache unmap as much of its oldest memory
-//! (`large::note_arena_growth`). A 16 MiB budget also fixed the demo, but
+//! fresh memory, and peaked 30% higher. Every arena mapped beyond the
+//! arenas' peak now makes the cache unmap as much of its oldest ranges
+//! (`large::note_arena_growth`). Merged ranges keep the older stamp, so the
+//! purge delay still bounds how long idle pages stay cached. A 16 MiB budget also fixed the demo, but
 //! cost the 8 MiB pair (38 ns against 8.6) and the doubling realloc (209 us
 //! against 1.3), whose buffers no longer fit.
 //!

@@ -98,8 +98,9 @@ pub unsafe fn unmap(p: *mut u8, size: usize) {
 /// (the old mapping is then untouched).
 ///
 /// # Safety
-/// `[p, p + old_size)` is a whole mapping (or its page-aligned prefix) owned
-/// by the caller.
+/// `[p, p + old_size)` is page-aligned, mapped and owned by the caller: a
+/// whole mapping or any page-aligned piece of one. (A range spanning two
+/// kernel mappings fails, with the old range untouched.)
 pub unsafe fn remap(p: *mut u8, old_size: usize, new_size: usize) -> *mut u8 {
     // ThreadSanitizer does not intercept mremap: the old range keeps its
     // access history, and when a later mremap lands another thread's buffer

@@ -29,7 +29,7 @@ pub struct Stats {
     pub arena_peak: usize,
     /// Arenas returned to the OS so far.
     pub arenas_reclaimed: usize,
-    /// Live large allocations (each its own mapping).
+    /// Live large allocations (each its own range of pages).
     pub large_count: usize,
     /// Bytes mapped for live large allocations, headers included.
     pub large_bytes: usize,
