@@ -381,6 +381,20 @@ impl MappingCache {
         entry
     }
 
+    /// Takes `bytes` from the head of entry `i`, or all of it if no more
+    /// than a quarter of `bytes` would be left; the rest stays cached (it
+    /// ends where the entry ended, so it is adjacent to no other entry).
+    fn take_head(&mut self, i: usize, bytes: usize) -> Cached {
+        let entry = self.remove(i);
+        if entry.map_size <= bytes + bytes / 4 {
+            return entry;
+        }
+        // The removal made room. Page-aligned: both sizes are multiples of
+        // the page size.
+        self.push(Cached { base: entry.base + bytes, map_size: entry.map_size - bytes, ..entry });
+        Cached { map_size: bytes, ..entry }
+    }
+
     /// Adds a freed range, merged with the cached ranges right before and
     /// after it, so pieces of one buffer cut apart by [`Cache::take`] become
     /// one range again when they are all free. No two entries are ever
@@ -444,23 +458,12 @@ fn give_back_for_arenas(cache: LockGuard<'_, MappingCache>) -> LockGuard<'_, Map
 
 #[cold]
 fn give_back_for_arenas_slow(mut cache: LockGuard<'_, MappingCache>) -> LockGuard<'_, MappingCache> {
+    // A multiple of the arena size, so of the page size.
     let mut owed = ARENA_GROWTH.swap(0, Ordering::Relaxed);
     while owed > 0 && cache.len > 0 {
-        // Unstamped entries are the newest.
-        let oldest = (0..cache.len).min_by_key(|&i| cache.entries[i].freed_at).unwrap_or(0);
-        let victim = cache.remove(oldest);
-        // Only what is owed, from the tail (`owed` is a multiple of the
-        // page size); the head stays cached. The removal made room.
-        let unmapped = owed.min(victim.map_size);
-        if unmapped < victim.map_size {
-            cache.push(Cached { map_size: victim.map_size - unmapped, ..victim });
-        }
-        drop(cache);
-        // SAFETY: the range's tail, out of the cache, is ours and unused.
-        unsafe { os::unmap((victim.base + victim.map_size - unmapped) as *mut u8, unmapped) };
-        OS_COUNTERS.large_cache_purged(unmapped);
+        let unmapped;
+        (cache, unmapped) = evict_oldest(cache, owed);
         owed -= unmapped;
-        cache = CACHE.0.lock();
     }
     cache
 }
@@ -488,14 +491,8 @@ impl Cache {
                 best = Some(i);
             }
         }
-        let taken = cache.remove(best?);
-        if taken.map_size - map_size <= map_size / 4 {
-            return Some((taken.base, taken.map_size));
-        }
-        // The removal made room. Page-aligned: both sizes are multiples of
-        // the page size. Not adjacent to another entry: the whole was not.
-        cache.push(Cached { base: taken.base + map_size, map_size: taken.map_size - map_size, ..taken });
-        Some((taken.base, map_size))
+        let taken = cache.take_head(best?, map_size);
+        Some((taken.base, taken.map_size))
     }
 
     /// For a block whose mapping ends at `at`, growing by at least `need`
@@ -508,13 +505,7 @@ impl Cache {
         let Some(i) = (0..cache.len).find(|&i| cache.entries[i].base == at && cache.entries[i].map_size >= need) else {
             return 0;
         };
-        let entry = cache.remove(i);
-        let taken = if entry.map_size - want.min(entry.map_size) <= want / 4 { entry.map_size } else { want };
-        if taken < entry.map_size {
-            // The removal made room; the rest ends where the entry ended.
-            cache.push(Cached { base: at + taken, map_size: entry.map_size - taken, ..entry });
-        }
-        taken
+        cache.take_head(i, want).map_size
     }
 
     /// Keeps a freed mapping; false if it does not fit the cache's budget.
@@ -531,7 +522,7 @@ impl Cache {
         let now = if inline { decay::now_ms() } else { UNSTAMPED };
         let mut cache = give_back_for_arenas(self.0.lock());
         while cache.len == CACHE_SLOTS || cache.bytes + map_size > budget {
-            cache = evict_oldest(cache);
+            (cache, _) = evict_oldest(cache, usize::MAX);
         }
         cache.insert(Cached { base, map_size, freed_at: now });
         decay::note_dirty();
@@ -547,18 +538,25 @@ impl Cache {
     }
 }
 
-/// Unmaps the oldest cached mapping (with the lock dropped for the system
-/// call) and returns the lock again.
+/// Unmaps at most `bytes` (a multiple of the page size) from the tail of
+/// the oldest cached range, all of it if it is no bigger (with the lock
+/// dropped for the system call). Returns the lock again and the bytes
+/// unmapped. The cache is not empty.
 #[cold]
-fn evict_oldest(mut cache: LockGuard<'_, MappingCache>) -> LockGuard<'_, MappingCache> {
+fn evict_oldest(mut cache: LockGuard<'_, MappingCache>, bytes: usize) -> (LockGuard<'_, MappingCache>, usize) {
     // Unstamped entries are the newest.
     let oldest = (0..cache.len).min_by_key(|&i| cache.entries[i].freed_at).unwrap_or(0);
     let victim = cache.remove(oldest);
+    let unmapped = bytes.min(victim.map_size);
+    if unmapped < victim.map_size {
+        // The removal made room; the head keeps the range's start.
+        cache.push(Cached { map_size: victim.map_size - unmapped, ..victim });
+    }
     drop(cache);
-    // SAFETY: an evicted mapping is ours and unused.
-    unsafe { os::unmap(victim.base as *mut u8, victim.map_size) };
-    OS_COUNTERS.large_cache_purged(victim.map_size);
-    CACHE.0.lock()
+    // SAFETY: the range's tail, out of the cache, is ours and unused.
+    unsafe { os::unmap((victim.base + victim.map_size - unmapped) as *mut u8, unmapped) };
+    OS_COUNTERS.large_cache_purged(unmapped);
+    (CACHE.0.lock(), unmapped)
 }
 
 /// Unmaps cached mappings freed at least the purge delay ago (all if
@@ -650,6 +648,19 @@ pub unsafe fn usable_size(block: *mut u8) -> usize {
     }
 }
 
+/// Asks for huge pages for a block's range `[base, base + new_size)` that
+/// grew from `old_size` past `HUGE_PAGE_THRESHOLD`, as a fresh mapping that
+/// big does in [`alloc`].
+///
+/// # Safety
+/// The range is page-aligned and the block's own.
+unsafe fn advise_huge_pages_if_grown_past(base: usize, old_size: usize, new_size: usize) {
+    if new_size >= HUGE_PAGE_THRESHOLD && old_size < HUGE_PAGE_THRESHOLD {
+        // SAFETY: forwarded from the caller.
+        unsafe { os::advise_huge_pages(base as *mut u8, new_size) };
+    }
+}
+
 /// Resizes a large block to `new_size` (still large) keeping its contents:
 /// shrinks in place; grows in place when the mapping already has room or a
 /// cached range follows it; else moves into a cached range big enough
@@ -699,10 +710,8 @@ pub unsafe fn realloc(block: *mut u8, old_size: usize, new_size: usize, align: u
         // the cache now, are this block's.
         unsafe { (*h).map_size = map_size + absorbed };
         OS_COUNTERS.large_cache_absorbed(absorbed);
-        if map_size + absorbed >= HUGE_PAGE_THRESHOLD && map_size < HUGE_PAGE_THRESHOLD {
-            // SAFETY: the block's whole range is ours and page-aligned.
-            unsafe { os::advise_huge_pages(base as *mut u8, map_size + absorbed) };
-        }
+        // SAFETY: the block's whole range, ours and page-aligned.
+        unsafe { advise_huge_pages_if_grown_past(base, map_size, map_size + absorbed) };
         return block;
     }
     // Then a cached range elsewhere, copied into: copying a buffer costs
@@ -718,9 +727,7 @@ pub unsafe fn realloc(block: *mut u8, old_size: usize, new_size: usize, align: u
         unsafe {
             let moved = (new_base as *mut u8).add(offset);
             write_header(moved, new_base, new_map_size);
-            if new_map_size >= HUGE_PAGE_THRESHOLD && map_size < HUGE_PAGE_THRESHOLD {
-                os::advise_huge_pages(new_base as *mut u8, new_map_size);
-            }
+            advise_huge_pages_if_grown_past(new_base, map_size, new_map_size);
             ptr::copy_nonoverlapping(block, moved, old_size);
             free(block);
             return moved;
@@ -732,10 +739,8 @@ pub unsafe fn realloc(block: *mut u8, old_size: usize, new_size: usize, align: u
         let new_base = unsafe { os::remap(base as *mut u8, map_size, reserve) };
         if !new_base.is_null() {
             let new_map_size = reserve;
-            if new_map_size >= HUGE_PAGE_THRESHOLD && map_size < HUGE_PAGE_THRESHOLD {
-                // SAFETY: the moved mapping is ours and page-aligned.
-                unsafe { os::advise_huge_pages(new_base, new_map_size) };
-            }
+            // SAFETY: the moved mapping is ours and page-aligned.
+            unsafe { advise_huge_pages_if_grown_past(new_base as usize, map_size, new_map_size) };
             // SAFETY: the mapping moved intact; `offset` is within it and the
             // page-aligned base keeps `base + offset` aligned to `align`.
             unsafe {

@@ -11,43 +11,50 @@ use poolmalloc::PoolMalloc;
 #[global_allocator]
 static A: PoolMalloc = PoolMalloc::new();
 
-#[test]
-fn heaps_and_arenas_keep_their_invariants() {
-    let handles: Vec<_> = (0..4u64)
-        .map(|t| {
-            std::thread::spawn(move || {
-                let mut rng = Rng(t + 1);
-                let mut live: Vec<Option<Block>> = (0..2000).map(|_| None).collect();
-                let mut handed: Vec<Block> = Vec::new();
-                for step in 0..200_000 {
-                    let slot = rng.below(live.len() as u64) as usize;
-                    if rng.below(3) == 0 {
-                        if let Some(b) = live[slot].take() {
-                            handed.push(b);
-                        }
-                    } else {
-                        live[slot] = Some(Block::new(1 + rng.below(40_000) as usize, 1 << rng.below(8), step));
-                    }
-                    if step % 10_000 == 0 {
-                        // Now and then send this heap's unused (kept) pools
-                        // back, so the arena checks see pools being returned.
-                        if step % 50_000 == 0 {
-                            poolmalloc::collect();
-                        }
-                        poolmalloc::check_invariants();
-                    }
-                }
-                poolmalloc::check_invariants();
-                (live, handed)
-            })
-        })
-        .collect();
+/// A thread's blocks at its end: its live slots and the blocks it handed on.
+type ThreadBlocks<B> = (Vec<Option<B>>, Vec<B>);
+
+/// Runs `work(t)` on `threads` threads; each returns its live and handed-on
+/// blocks, which come back here, so the caller frees them on its own thread
+/// (remote frees, to the heaps of exited threads).
+fn on_threads<B: Send + 'static>(threads: u64, work: fn(u64) -> ThreadBlocks<B>) -> Vec<B> {
+    let handles: Vec<_> = (0..threads).map(|t| std::thread::spawn(move || work(t))).collect();
     let mut all = Vec::new();
     for h in handles {
         let (live, handed) = h.join().unwrap();
         all.extend(live.into_iter().flatten());
         all.extend(handed);
     }
+    all
+}
+
+#[test]
+fn heaps_and_arenas_keep_their_invariants() {
+    let all = on_threads(4, |t| {
+        let mut rng = Rng(t + 1);
+        let mut live: Vec<Option<Block>> = (0..2000).map(|_| None).collect();
+        let mut handed: Vec<Block> = Vec::new();
+        for step in 0..200_000 {
+            let slot = rng.below(live.len() as u64) as usize;
+            if rng.below(3) == 0 {
+                if let Some(b) = live[slot].take() {
+                    handed.push(b);
+                }
+            } else {
+                live[slot] = Some(Block::new(1 + rng.below(40_000) as usize, 1 << rng.below(8), step));
+            }
+            if step % 10_000 == 0 {
+                // Now and then send this heap's unused (kept) pools
+                // back, so the arena checks see pools being returned.
+                if step % 50_000 == 0 {
+                    poolmalloc::collect();
+                }
+                poolmalloc::check_invariants();
+            }
+        }
+        poolmalloc::check_invariants();
+        (live, handed)
+    });
     // Free everything on this thread (remote frees to exited heaps), then
     // collect and check again.
     drop(all);
@@ -124,37 +131,27 @@ unsafe impl Send for Marked {}
 /// goes: its ranges split, merge, and are grown into or moved into.
 #[test]
 fn the_large_cache_keeps_its_invariants() {
-    let handles: Vec<_> = (0..3u64)
-        .map(|t| {
-            std::thread::spawn(move || {
-                let mut rng = Rng(t + 100);
-                let mut live: Vec<Option<Marked>> = (0..24).map(|_| None).collect();
-                let mut handed = Vec::new();
-                for step in 0..3000u64 {
-                    let slot = rng.below(live.len() as u64) as usize;
-                    let size = (32 << 10) + 1 + rng.below(1 << 20) as usize;
-                    match (rng.below(4), live[slot].take()) {
-                        (0, Some(b)) => handed.push(b),
-                        (1 | 2, Some(mut b)) => {
-                            b.resize(size);
-                            live[slot] = Some(b);
-                        }
-                        _ => live[slot] = Some(Marked::new(size, step ^ t << 32)),
-                    }
-                    if step % 100 == 0 {
-                        poolmalloc::check_invariants();
-                    }
+    let all = on_threads(3, |t| {
+        let mut rng = Rng(t + 100);
+        let mut live: Vec<Option<Marked>> = (0..24).map(|_| None).collect();
+        let mut handed = Vec::new();
+        for step in 0..3000u64 {
+            let slot = rng.below(live.len() as u64) as usize;
+            let size = (32 << 10) + 1 + rng.below(1 << 20) as usize;
+            match (rng.below(4), live[slot].take()) {
+                (0, Some(b)) => handed.push(b),
+                (1 | 2, Some(mut b)) => {
+                    b.resize(size);
+                    live[slot] = Some(b);
                 }
-                (live, handed)
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for h in handles {
-        let (live, handed) = h.join().unwrap();
-        all.extend(live.into_iter().flatten());
-        all.extend(handed);
-    }
+                _ => live[slot] = Some(Marked::new(size, step ^ t << 32)),
+            }
+            if step % 100 == 0 {
+                poolmalloc::check_invariants();
+            }
+        }
+        (live, handed)
+    });
     poolmalloc::check_invariants();
     drop(all);
     poolmalloc::check_invariants();

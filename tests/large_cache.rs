@@ -141,6 +141,13 @@ fn thread_minor_faults() -> i64 {
     usage.ru_minflt
 }
 
+/// `work`'s result and the minor page faults the calling thread took in it.
+fn faults_during<R>(work: impl FnOnce() -> R) -> (R, i64) {
+    let before = thread_minor_faults();
+    let result = work();
+    (result, thread_minor_faults() - before)
+}
+
 /// Sizes below the one that asks for huge pages (4 MiB), so fresh pages
 /// fault one 4 KiB page at a time: 512 faults per 2 MiB.
 const RESIDENT_TEST_SIZE: usize = 3 << 20;
@@ -156,13 +163,14 @@ fn a_buffer_rebuilt_grows_into_its_old_pages() {
         let mut old: Vec<u8> = Vec::with_capacity(RESIDENT_TEST_SIZE);
         old.resize(RESIDENT_TEST_SIZE, round);
         drop(black_box(old));
-        let faults_before = thread_minor_faults();
-        let mut v: Vec<u8> = Vec::new();
-        // Vec doubles its capacity: 2 MiB is its last step, within 3 MiB.
-        for i in 0..2 << 20 {
-            v.push(i as u8 ^ round);
-        }
-        let faults = thread_minor_faults() - faults_before;
+        let (v, faults) = faults_during(|| {
+            let mut v: Vec<u8> = Vec::new();
+            // Vec doubles its capacity: 2 MiB is its last step, within 3 MiB.
+            for i in 0..2 << 20 {
+                v.push(i as u8 ^ round);
+            }
+            v
+        });
         assert!(v.iter().enumerate().all(|(i, &b)| b == i as u8 ^ round));
         assert!(faults < 64, "round {round}: {faults} page faults growing into cached pages");
     }
@@ -181,9 +189,7 @@ fn a_growing_buffer_moves_into_freed_pages() {
         // Both buffers are resident.
         let mut growing = vec![round; 256 << 10];
         drop(black_box(vec![0xEEu8; RESIDENT_TEST_SIZE]));
-        let faults_before = thread_minor_faults();
-        growing.resize(2 << 20, round ^ 0x55);
-        let faults = thread_minor_faults() - faults_before;
+        let ((), faults) = faults_during(|| growing.resize(2 << 20, round ^ 0x55));
         assert!(growing[..256 << 10].iter().all(|&b| b == round));
         assert!(growing[256 << 10..].iter().all(|&b| b == round ^ 0x55));
         assert!(faults < 64, "round {round}: {faults} page faults growing to 2 MiB beside 3 MiB of freed pages");
@@ -206,9 +212,7 @@ fn pieces_of_a_freed_mapping_merge_again() {
         assert!(piece.iter().all(|&b| b == round ^ 1));
         drop(piece);
         let hits_before = poolmalloc::stats().large_cache_hits;
-        let faults_before = thread_minor_faults();
-        let whole = vec![round ^ 2; RESIDENT_TEST_SIZE];
-        let faults = thread_minor_faults() - faults_before;
+        let (whole, faults) = faults_during(|| vec![round ^ 2; RESIDENT_TEST_SIZE]);
         assert!(whole.iter().all(|&b| b == round ^ 2));
         let hits = poolmalloc::stats().large_cache_hits - hits_before;
         assert!(hits >= 1, "round {round}: the whole mapping was not served from the cache");
