@@ -132,9 +132,17 @@
 //!
 //! ## Arenas
 //! One lock guards the arena lists, taken only when a heap needs or returns a
-//! pool, and by the purger's passes. Arenas sit in buckets by their number of free pools; a new pool comes
-//! from the fullest arena with room (pymalloc's ordering, O(1): at most 17
-//! buckets), so emptier arenas drain.
+//! pool, and by the purger's passes. Arenas sit in buckets by the longest run
+//! of free pools a span can take, empty arenas in a bucket of their own; a
+//! new span comes from the arena with the shortest run that holds it, so
+//! fragmented arenas fill first and emptier ones drain. Any arena in a
+//! bucket fits, so the search looks at one arena per bucket (at most 17).
+//! The buckets once went by the number of free pools, which
+//! claimed the same bound for single pools but not for spans: an arena with
+//! enough free pools and no run long enough was walked past, and on
+//! compare/'s 1.6 GiB batch of 1..32 KiB blocks (6400 arenas) that walk was
+//! 80% of the instructions and a cache and TLB miss per arena. The criterion
+//! median went from 204 ms to 102 ms (mimalloc 28 ms, with huge pages).
 //!
 //! ## Giving memory back
 //! A pool returned to its arena is *dirty*: its pages stay resident, so a
