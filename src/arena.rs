@@ -116,9 +116,10 @@ fn header_pool(base: usize) -> usize {
     (base >> ARENA_SHIFT) & (HEADER_POOLS - 1)
 }
 
-/// Where the header of the arena at `base` sits: at the start of its header
-/// pool, which consecutive arenas take in turn. Computed from the address,
-/// so finding it costs no load.
+/// Where the header of the arena at `base` sits: in its header pool, which
+/// consecutive arenas take in turn, at one of `HEADER_COLORS` offsets
+/// within the pool's first page, which the next bits of the arena's address
+/// pick. Computed from the address, so finding it costs no load.
 ///
 /// Why not at the base: arenas are aligned to 256 KiB, so headers at their
 /// bases put every arena's descriptors in the same 32 cache sets of L2
@@ -126,13 +127,34 @@ fn header_pool(base: usize) -> usize {
 /// descriptor and the span-head table. Callgrind, simulating this L2, on
 /// compare/'s 100k-block batch of 8..512 bytes (about 100 arenas, 5
 /// rounds): 891k L2 read misses in the frees with headers at the base,
-/// 369k spread over 8 pools (96k with 16 colors within the page as well,
-/// for 3 more instructions a free; not kept), mimalloc's frees 6k. On btree
-/// at scale 0.2, 4.27M L2 read misses in all, 3.93M spread, mimalloc 3.81M.
-/// The cost: 4 instructions more per alloc+free pair (56.6 to 60.6).
+/// 369k spread over 8 pools, 96k with 16 colors within the page as well,
+/// mimalloc's frees 6k. The pools alone cost 4 instructions per alloc+free
+/// pair (56.6 to 60.6); the colors 3 more (62.6 to 65.6).
+///
+/// The colors were left out at first for those 3 instructions. They went in
+/// when hashmap showed what the conflicts cost at 220 arenas: cachegrind
+/// (scale 0.3, 32 KiB L1 and 1 MiB L2, both 8-way) counted an L1 miss on the
+/// span-head table in 92% of frees and an L2 miss in 46%; with colors, L2
+/// misses there fell from 285k to 50k, and all L2 read misses from 2.28M to
+/// 2.01M (jemalloc, whose frees touch no metadata: 1.75M). btree at scale
+/// 0.2: 3.92M to 3.78M.
 #[inline(always)]
 fn header_at(base: usize) -> *mut Arena {
-    (base + header_pool(base) * POOL_SIZE) as *mut Arena
+    (base + header_pool(base) * POOL_SIZE + header_color(base) * HEADER_COLOR_STEP) as *mut Arena
+}
+
+/// Header offsets within the header pool's first page (see `header_at`),
+/// as many as fit beside the header.
+const HEADER_COLORS: usize = 16;
+const HEADER_COLOR_STEP: usize = core::mem::align_of::<Arena>();
+const _: () = assert!(
+    core::mem::size_of::<Arena>() + (HEADER_COLORS - 1) * HEADER_COLOR_STEP <= HEADER_BYTES,
+    "every color of the header fits in the header page"
+);
+
+#[inline(always)]
+fn header_color(base: usize) -> usize {
+    (base >> (ARENA_SHIFT + HEADER_POOLS.trailing_zeros() as usize)) & (HEADER_COLORS - 1)
 }
 
 /// The pool descriptor of the block at `p`: the header from the address
@@ -867,19 +889,22 @@ pub fn check() -> usize {
 mod tests {
     use super::*;
 
-    /// Headers start their header pools, and the headers of eight
-    /// consecutive arenas land in eight different ranges of L2 sets
-    /// (sets repeat every 128 KiB there).
+    /// Headers lie in the first page of their header pools, and the headers
+    /// of 128 consecutive arenas land in 128 different places modulo
+    /// 128 KiB, where L2 sets repeat.
     #[test]
     fn headers_spread_over_cache_sets() {
         let mut offsets = std::collections::BTreeSet::new();
-        for i in 0..4 * HEADER_POOLS {
+        for i in 0..4 * HEADER_POOLS * HEADER_COLORS {
             let base = (1 << 40) + i * ARENA_SIZE;
             let header = header_at(base) as usize;
-            assert_eq!(header, base + header_pool(base) * POOL_SIZE);
+            let pool_start = base + header_pool(base) * POOL_SIZE;
+            assert!(header >= pool_start);
+            assert!(header - pool_start + core::mem::size_of::<Arena>() <= HEADER_BYTES);
+            assert_eq!(header % core::mem::align_of::<Arena>(), 0);
             offsets.insert(header % (128 << 10));
         }
-        assert_eq!(offsets.len(), HEADER_POOLS);
+        assert_eq!(offsets.len(), HEADER_POOLS * HEADER_COLORS);
     }
 
     #[test]

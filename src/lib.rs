@@ -18,8 +18,9 @@
 //!   chunks), aligned to 256 KiB, so `p & !(ARENA_SIZE - 1)` is its base.
 //!   The header (the pool descriptors and the arena's free-pool mask) takes
 //!   the first 4 KiB of one of the first eight pools, the *header pool*,
-//!   which consecutive arenas take in turn so that their headers do not all
-//!   compete for the same cache sets (`arena::header_at`); a span that
+//!   which consecutive arenas take in turn, at one of 16 offsets within
+//!   the pool's first page, so that their headers do not all compete for
+//!   the same cache sets (`arena::header_at`); a span that
 //!   starts at the header pool puts its blocks after it. Why not leave a
 //!   whole pool to the header, as before: on huge pages an arena is
 //!   resident whole, and the idle 12 KiB of every header pool raised
@@ -198,10 +199,10 @@
 //! const-initialised and has no destructor, so reading it is one `mov`; the
 //! class table is a `const`, reached RIP-relative from the inlined code.
 //! x86-64, counted in the disassembly up to `ret`: 18 instructions for
-//! alloc and 23 for free, each including the 4 that check the layout (and
-//! alloc the 2 of `max(size, align)`, see the size classes); callgrind
-//! counts 62.6 per 64-byte pair with the benchmark loop and its dynamic
-//! calls.
+//! alloc and 26 for free, each including the 4 that check the layout (and
+//! alloc the 2 of `max(size, align)`, see the size classes; free the 3 of
+//! the header color, see `arena::header_at`); callgrind counts 65.6 per
+//! 64-byte pair with the benchmark loop and its dynamic calls.
 //!
 //! Why two lists: with one list, alloc and free in a loop pop and push the
 //! same head and bump the same counter, so each waits for the other's
@@ -300,7 +301,7 @@
 //! zero-sized without the feature, so without it the machine code is what
 //! it was before the layer existed (callgrind, 64-byte pair: 57 instructions
 //! before and after the layer landed). At 1cfd113: 62.6 without the
-//! feature, 73.7 with it. [`stats`] merges every heap record ever made with an arena
+//! feature, 73.7 with it; with header colors, 65.6 and 76.7. [`stats`] merges every heap record ever made with an arena
 //! census and derives the byte accounting, whose lines add up to the mapped
 //! bytes: pools counted by heaps and free pools counted by the arenas must
 //! together fill the arenas, so the identity is a check, not a remainder.
