@@ -6,12 +6,12 @@
 //! medium classes.
 //!
 //! All arena bookkeeping is behind one lock taken only on slow paths (a heap
-//! needing a fresh pool, or giving one back). Arenas are kept in buckets by
-//! the longest run of free pools a new span can take (empty arenas in a
-//! bucket of their own), and a new span comes from the arena with the
-//! shortest run that fits it: fragmented arenas fill first and empty ones
-//! last, so nearly empty arenas drain and can be unmapped (the aim of
-//! pymalloc's `usable_arenas` order), and finding a span looks at one arena.
+//! needing a fresh pool, or giving one back). Arenas are kept in lists by
+//! their number of free pools and, within that, by the longest run of free
+//! pools a new span can take. A new span comes from the fullest arena with
+//! a run that fits it (pymalloc's `usable_arenas` order, so nearly empty
+//! arenas drain and can be unmapped), and finding it looks at list heads
+//! only (see `Arenas::find_run`).
 
 use crate::config::{
     ADDRESS_BITS, ARENA_MASK, ARENA_SHIFT, ARENA_SIZE, ARENA_SPARES, HEADER_BYTES, MAX_SPAN_POOLS, POOL_SHIFT,
@@ -26,7 +26,7 @@ use crate::sync::{AtomicPtr, AtomicU64, Lock, Ordering};
 use core::cell::Cell;
 use core::ptr;
 
-/// The header at the start of every arena.
+/// The header of every arena, in its header pool (see `header_at`).
 #[repr(C)]
 pub struct Arena {
     /// Descriptors, indexed by pool number; a span uses its first pool's.
@@ -48,15 +48,20 @@ pub struct Arena {
     /// (for the stats, which take the header's bytes off that class's
     /// pools, and for `check`).
     header_span_class: Cell<u8>,
-    /// Links in the arena's bucket (`Arena::bucket`).
+    /// Links in the arena's list (`Arena::list`).
     prev: Cell<*mut Arena>,
     next: Cell<*mut Arena>,
 }
 
 const ALL_POOLS_FREE: u16 = ((1u32 << POOLS_PER_ARENA) - 1) as u16;
-/// The bucket of empty arenas, searched last. A non-empty arena's longest
-/// run outside the header pool is shorter.
-const EMPTY_BUCKET: usize = POOLS_PER_ARENA;
+/// Run lists per free count: runs 0..=MAX_SPAN_POOLS (longer runs count as
+/// `MAX_SPAN_POOLS`, which holds any span).
+const RUN_LISTS: usize = MAX_SPAN_POOLS + 1;
+/// The arena lists, indexed by `list_of`: free count, then run.
+const LISTS: usize = (POOLS_PER_ARENA + 1) * RUN_LISTS;
+/// The list of empty arenas (all pools free, so the longest run is capped).
+const EMPTY_LIST: usize = POOLS_PER_ARENA * RUN_LISTS + MAX_SPAN_POOLS;
+const _: () = assert!(RUN_LISTS <= 16, "a count's run lists fit a u16 mask");
 const NO_CLASS: u8 = u8::MAX;
 
 const _: () = assert!(core::mem::size_of::<Arena>() <= HEADER_BYTES, "the arena header fits before its pool's blocks");
@@ -70,9 +75,9 @@ impl Arena {
         self.free_mask.get().count_ones() as usize
     }
 
-    /// The arena's bucket (see [`bucket_of`]).
-    fn bucket(&self) -> usize {
-        bucket_of(self.free_mask.get(), header_pool(self.base()))
+    /// The arena's list (see [`list_of`]).
+    fn list(&self) -> usize {
+        list_of(self.free_mask.get(), header_pool(self.base()))
     }
 
     /// The arena's base address.
@@ -86,15 +91,17 @@ impl Arena {
     }
 }
 
-/// The bucket of an arena with free pools `free` and header pool `header`:
-/// `EMPTY_BUCKET` if every pool is free, else the longest run of free pools
-/// outside the header pool, which a span of that many pools of any class
-/// can take (`span_in`).
-fn bucket_of(free: u16, header: usize) -> usize {
-    if free == ALL_POOLS_FREE {
-        return EMPTY_BUCKET;
-    }
-    longest_run(free & !(1 << header))
+/// The list of an arena with free pools `free` and header pool `header`:
+/// `count * RUN_LISTS + run`, where `count` is its number of free pools and
+/// `run` the longest run a span can take (`span_in`), at most
+/// `MAX_SPAN_POOLS`: a run outside the header pool, or one that starts at
+/// it. A class that may not start at the header pool may find no room in
+/// an arena whose only such run starts there (`Arenas::find_run`).
+fn list_of(free: u16, header: usize) -> usize {
+    let outside = longest_run(free & !(1 << header));
+    let at_header = (free >> header).trailing_ones() as usize;
+    let run = outside.max(at_header).min(MAX_SPAN_POOLS);
+    free.count_ones() as usize * RUN_LISTS + run
 }
 
 /// The first pool of a free run of `pools` pools for a new span in an arena
@@ -178,8 +185,11 @@ pub unsafe fn pool_of(p: *const u8) -> *mut Pool {
 
 /// The arena-level state behind the lock.
 struct Arenas {
-    /// `buckets[n]`: the arenas whose `Arena::bucket` is `n` (doubly linked).
-    buckets: [*mut Arena; POOLS_PER_ARENA + 1],
+    /// `lists[n]`: the arenas whose `Arena::list` is `n` (doubly linked).
+    lists: [*mut Arena; LISTS],
+    /// Bit `run` of `nonempty[count]` set: list `count * RUN_LISTS + run`
+    /// has arenas.
+    nonempty: [u16; POOLS_PER_ARENA + 1],
     /// Free pools the purger holds while it purges them (off the free
     /// masks, in no heap); the census counts them as free.
     reserved_pools: usize,
@@ -193,18 +203,23 @@ struct Arenas {
 unsafe impl Send for Arenas {}
 
 static ARENAS: Lock<Arenas> = Lock::new(Arenas {
-    buckets: [ptr::null_mut(); POOLS_PER_ARENA + 1],
+    lists: [ptr::null_mut(); LISTS],
+    nonempty: [0; POOLS_PER_ARENA + 1],
     reserved_pools: 0,
     chunk_next: 0,
     chunk_end: 0,
 });
 
 impl Arenas {
-    /// Takes `arena` out of its bucket. Call before changing its free mask.
+    /// Takes `arena` out of its list. Call before changing its free mask.
     fn unlink(&mut self, arena: &Arena) {
         let (prev, next) = (arena.prev.get(), arena.next.get());
         if prev.is_null() {
-            self.buckets[arena.bucket()] = next;
+            let list = arena.list();
+            self.lists[list] = next;
+            if next.is_null() {
+                self.nonempty[list / RUN_LISTS] &= !(1 << (list % RUN_LISTS));
+            }
         } else {
             // SAFETY: linked arenas are live headers.
             unsafe { (*prev).next.set(next) };
@@ -215,59 +230,68 @@ impl Arenas {
         }
     }
 
-    /// Puts `arena` at the head of the bucket its free mask puts it in.
+    /// Puts `arena` at the head of the list its free mask puts it in.
     fn link(&mut self, arena: *mut Arena) {
         // SAFETY: `arena` is a live header.
-        let bucket = unsafe { (*arena).bucket() };
-        // SAFETY: `arena` is a live header; bucket heads are live headers.
+        let list = unsafe { (*arena).list() };
+        // SAFETY: `arena` is a live header; list heads are live headers.
         unsafe {
-            let head = self.buckets[bucket];
+            let head = self.lists[list];
             (*arena).prev.set(ptr::null_mut());
             (*arena).next.set(head);
             if !head.is_null() {
                 (*head).prev.set(arena);
             }
         }
-        self.buckets[bucket] = arena;
+        self.lists[list] = arena;
+        self.nonempty[list / RUN_LISTS] |= 1 << (list % RUN_LISTS);
     }
 
-    /// Sets `arena`'s free mask, moving it to the bucket that goes with it.
+    /// Sets `arena`'s free mask, moving it to the list that goes with it.
     fn set_free_mask(&mut self, arena: &Arena, free: u16) {
         self.unlink(arena);
         arena.free_mask.set(free);
         self.link(ptr::from_ref(arena).cast_mut());
     }
 
-    /// Calls `visit` with every linked arena and its bucket, bucket by
-    /// bucket, in list order.
+    /// Calls `visit` with every linked arena and its list, list by list,
+    /// in list order.
     fn for_each(&self, mut visit: impl FnMut(usize, &Arena)) {
-        for (count, &head) in self.buckets.iter().enumerate() {
+        for (list, &head) in self.lists.iter().enumerate() {
             let mut arena = head;
             while !arena.is_null() {
                 // SAFETY: linked arenas are live headers, and `self` is
                 // only reached through the lock's guard.
                 let a = unsafe { &*arena };
-                visit(count, a);
+                visit(list, a);
                 arena = a.next.get();
             }
         }
     }
 
-    /// Finds the arena whose longest free run is the shortest that holds a
-    /// span of `pools` pools (see [`Arena::find_span`]); returns it and the
-    /// span's first pool. Every arena in a bucket of `pools` or more has
-    /// room, so this looks at one arena per bucket at most.
+    /// Finds the fullest arena with a free run for a span of `pools` pools
+    /// (see [`Arena::find_span`]); returns it and the span's first pool.
+    /// Lists by free count, fullest first; within a count, the shortest run
+    /// that fits. The head of a list whose run fits has room, so this looks
+    /// at list heads only, found from the `nonempty` masks: one arena, or a
+    /// few for a class that may not start at the header pool (a head whose
+    /// only fitting run starts there is passed over, with its list).
     ///
-    /// Why buckets by run, not by free pools (as before): an arena with
-    /// enough free pools may have no run long enough, and the search walked
-    /// every such arena. On compare/'s batch of 100k blocks of 1..32 KiB
-    /// (6400 arenas, spans of up to 8 pools) that walk was 80% of the
-    /// instructions, and each arena visited is a cache and TLB miss.
+    /// Why two levels: with lists by free count only (as before), an arena
+    /// with enough free pools but no run long enough was walked past, and
+    /// on compare/'s batch of 100k blocks of 1..32 KiB (6400 arenas, spans
+    /// of up to 8 pools) that walk was 80% of the instructions, each arena a
+    /// cache and TLB miss. Lists by run only made the search one look, but
+    /// put nearly empty arenas with a busy pool in the middle ahead of full
+    /// ones with a free tail, so fewer arenas drained.
     fn find_run(&self, pools: usize, from_header: bool) -> Option<(*mut Arena, usize)> {
-        for bucket in pools..=EMPTY_BUCKET {
-            let arena = self.buckets[bucket];
-            if !arena.is_null() {
-                // SAFETY: linked arenas are live headers.
+        for count in pools..=POOLS_PER_ARENA {
+            let mut runs = self.nonempty[count] & !((1u16 << pools) - 1);
+            while runs != 0 {
+                let run = runs.trailing_zeros() as usize;
+                runs &= runs - 1;
+                let arena = self.lists[count * RUN_LISTS + run];
+                // SAFETY: the list is not empty; linked arenas are live headers.
                 if let Some(first) = unsafe { (*arena).find_span(pools, from_header) } {
                     return Some((arena, first));
                 }
@@ -450,18 +474,18 @@ fn purge_arenas(now: u64, force: bool) -> Option<u64> {
         let mut doomed = [ptr::null_mut::<Arena>(); PURGE_BATCH];
         let mut doomed_count = 0;
         let mut arenas = ARENAS.lock();
-        'walk: for bucket in (0..=EMPTY_BUCKET).rev() {
-            let mut arena = arenas.buckets[bucket];
-            let mut index_in_bucket = 0;
+        'walk: for list in (0..LISTS).rev() {
+            let mut arena = arenas.lists[list];
+            let mut index_in_list = 0;
             while !arena.is_null() {
                 // SAFETY: linked arenas are live headers; the lock is held.
                 let a = unsafe { &*arena };
                 let next = a.next.get();
                 let due_at = a.released_at.get().saturating_add(delay);
                 let due = force || due_at <= now;
-                let empty = bucket == EMPTY_BUCKET;
-                let spare = empty && index_in_bucket < ARENA_SPARES;
-                index_in_bucket += 1;
+                let empty = list == EMPTY_LIST;
+                let spare = empty && index_in_list < ARENA_SPARES;
+                index_in_list += 1;
                 if !due {
                     if a.dirty_mask.get() != 0 || (empty && !spare) {
                         next_due = decay::earliest(next_due, Some(due_at));
@@ -551,16 +575,16 @@ fn purge_kept(now: u64, force: bool) -> Option<u64> {
     let delay = decay::settings().purge_delay_ms;
     let mut next_due: Option<u64> = None;
     // Each lock hold claims at most a batch; the next one starts again at
-    // the head of the bucket where the last stopped (buckets change while
-    // the lock is dropped). Pools purged already are clean and skipped.
-    let mut bucket = 0;
+    // the head of the list where the last stopped (lists change while the
+    // lock is dropped). Pools purged already are clean and skipped.
+    let mut list = 0;
     loop {
         let mut claims = [(ptr::null::<Pool>(), 0u64); KEPT_PURGE_BATCH];
         let mut claimed = 0;
         {
             let arenas = ARENAS.lock();
-            'walk: while bucket <= POOLS_PER_ARENA {
-                let mut arena = arenas.buckets[bucket];
+            'walk: while list < LISTS {
+                let mut arena = arenas.lists[list];
                 while !arena.is_null() {
                     // SAFETY: linked arenas are live headers; the lock is held.
                     let a = unsafe { &*arena };
@@ -579,7 +603,7 @@ fn purge_kept(now: u64, force: bool) -> Option<u64> {
                     }
                     arena = a.next.get();
                 }
-                bucket += 1;
+                list += 1;
             }
         }
         let mut bytes = 0;
@@ -597,10 +621,10 @@ fn purge_kept(now: u64, force: bool) -> Option<u64> {
         if claimed > 0 {
             OS_COUNTERS.kept_pools_purged(bytes);
         }
-        if bucket > POOLS_PER_ARENA {
+        if list == LISTS {
             return next_due;
         }
-        // Arenas that moved to a bucket already walked while the lock was
+        // Arenas that moved to a list already walked while the lock was
         // dropped were missed: look again within the delay.
         next_due = decay::earliest(next_due, Some(now.saturating_add(delay)));
     }
@@ -839,7 +863,8 @@ pub fn abandon_purge_claims() {
     ARENAS.lock().for_each(|_, a| a.pools.iter().for_each(Pool::abandon_purge));
 }
 
-/// Checks the bucket lists against the free masks, and the masks and the
+/// Checks the arena lists against the free masks and the `nonempty` masks,
+/// and the free masks and the
 /// header-pool class against each other (`debug-invariants`): only fields
 /// written under the lock held here. Returns the number of arenas.
 #[cfg(feature = "debug-invariants")]
@@ -853,15 +878,19 @@ pub fn check() -> usize {
     }
     let arenas = ARENAS.lock();
     let mut total = 0;
-    // The arena walked before, and its bucket: a list's first arena has no
+    for (list, head) in arenas.lists.iter().enumerate() {
+        let listed = arenas.nonempty[list / RUN_LISTS] & 1 << (list % RUN_LISTS) != 0;
+        require(listed != head.is_null(), "arena check: a nonempty mask out of step with its list");
+    }
+    // The arena walked before, and its list: a list's first arena has no
     // `prev`, every other one the arena before it.
     let mut before: (usize, *mut Arena) = (usize::MAX, ptr::null_mut());
-    arenas.for_each(|bucket, a| {
+    arenas.for_each(|list, a| {
         let arena = ptr::from_ref(a).cast_mut();
-        let prev = if before.0 == bucket { before.1 } else { ptr::null_mut() };
-        before = (bucket, arena);
-        require(a.bucket() == bucket, "arena check: an arena in the wrong bucket");
-        require(a.prev.get() == prev, "arena check: a broken bucket link");
+        let prev = if before.0 == list { before.1 } else { ptr::null_mut() };
+        before = (list, arena);
+        require(a.list() == list, "arena check: an arena in the wrong list");
+        require(a.prev.get() == prev, "arena check: a broken list link");
         require(contains(arena.cast()), "arena check: a linked arena missing from the arena map");
         let (free, dirty) = (a.free_mask.get(), a.dirty_mask.get());
         require(dirty & !free == 0, "arena check: a dirty pool that is not free");
@@ -926,32 +955,100 @@ mod tests {
         assert_eq!(longest_run(0b1110_1111_0000_0001), 4);
     }
 
-    /// What `find_run` relies on to look at one arena per bucket: an arena
-    /// in a bucket of at least `pools` has a run for a span of `pools` pools,
-    /// of a class that may start at the header pool or not. And a span
-    /// found is free, and contains the header pool only if it starts there.
+    /// What `find_run` relies on: an arena in a list of run `pools` or more
+    /// has room for a span of `pools` pools of a class that may start at
+    /// the header pool, and for any class when its run lies outside the
+    /// header pool; one in a list of a shorter run has room for none. A
+    /// span found is free, and contains the header pool only if it starts
+    /// there. Empty arenas, and only they, are in `EMPTY_LIST`.
     #[test]
-    fn an_arena_holds_every_span_its_bucket_promises() {
+    fn an_arena_holds_every_span_its_list_promises() {
         for free in 0..=u16::MAX {
             for header in 0..HEADER_POOLS {
-                let bucket = bucket_of(free, header);
-                assert!(bucket <= EMPTY_BUCKET);
-                assert_eq!(bucket == EMPTY_BUCKET, free == ALL_POOLS_FREE);
+                let list = list_of(free, header);
+                assert!(list < LISTS);
+                assert_eq!(list / RUN_LISTS, free.count_ones() as usize);
+                assert_eq!(list == EMPTY_LIST, free == ALL_POOLS_FREE);
+                let run = list % RUN_LISTS;
+                let outside = longest_run(free & !(1 << header));
                 for pools in 1..=MAX_SPAN_POOLS {
                     for from_header in [false, true] {
                         let found = span_in(free, header, pools, from_header);
-                        if bucket >= pools {
-                            assert!(found.is_some(), "free {free:#b}, header {header}, {pools} pools");
-                        }
+                        let promised = run >= pools && (from_header || outside >= pools);
+                        assert_eq!(found.is_some(), promised, "free {free:#b}, header {header}, {pools} pools");
                         if let Some(first) = found {
-                            let run = run_mask(first, pools);
-                            assert_eq!(free & run, run, "a span over pools in use");
-                            assert!(first == header || run & (1 << header) == 0, "a span over the header pool");
+                            let span = run_mask(first, pools);
+                            assert_eq!(free & span, span, "a span over pools in use");
+                            assert!(first == header || span & (1 << header) == 0, "a span over the header pool");
                             assert!(from_header || first != header);
                         }
                     }
                 }
             }
         }
+    }
+
+    /// The lists' order on arenas built by hand: the fullest arena that
+    /// fits wins over an emptier one with a shorter fitting run, an arena
+    /// whose only free pool is its header pool still serves one-pool spans,
+    /// and the `nonempty` masks follow links and unlinks.
+    #[test]
+    fn find_run_takes_the_fullest_arena_that_fits() {
+        // Arena headers need real arena-aligned memory: one block of two.
+        let layout = std::alloc::Layout::from_size_align(2 * ARENA_SIZE, ARENA_SIZE).unwrap();
+        // SAFETY: a non-zero size.
+        let memory = unsafe { std::alloc::alloc(layout) } as usize;
+        assert_ne!(memory, 0);
+        let header = |i: usize| header_pool(memory + i * ARENA_SIZE);
+        let make = |i: usize, free: u16| {
+            let arena = header_at(memory + i * ARENA_SIZE);
+            // SAFETY: `arena` lies in the block, aligned, with room (see
+            // `header_at`); written before use.
+            unsafe {
+                arena.write(Arena {
+                    pools: [const { Pool::unused() }; POOLS_PER_ARENA],
+                    span_head: [const { Cell::new(0) }; POOLS_PER_ARENA],
+                    free_mask: Cell::new(free),
+                    header_span_class: Cell::new(NO_CLASS),
+                    dirty_mask: Cell::new(0),
+                    released_at: Cell::new(0),
+                    prev: Cell::new(ptr::null_mut()),
+                    next: Cell::new(ptr::null_mut()),
+                });
+            }
+            arena
+        };
+        let mut arenas = Arenas {
+            lists: [ptr::null_mut(); LISTS],
+            nonempty: [0; POOLS_PER_ARENA + 1],
+            reserved_pools: 0,
+            chunk_next: 0,
+            chunk_end: 0,
+        };
+        // Nearly empty: only the pool after the header pool busy.
+        let emptier = make(0, ALL_POOLS_FREE & !(1 << (header(0) + 1)));
+        // Fuller: only its header pool free.
+        let fuller = make(1, 1 << header(1));
+        arenas.link(emptier);
+        arenas.link(fuller);
+        assert_eq!(arenas.find_run(1, true).map(|(a, _)| a), Some(fuller));
+        assert_eq!(arenas.find_run(1, true).map(|(_, first)| first), Some(header(1)));
+        // A class that may not start at the header pool cannot use it.
+        assert_eq!(arenas.find_run(1, false).map(|(a, _)| a), Some(emptier));
+        // Once the fuller arena is full, its list empties.
+        // SAFETY: a live, linked header.
+        arenas.set_free_mask(unsafe { &*fuller }, 0);
+        assert_eq!(arenas.find_run(1, true).map(|(a, _)| a), Some(emptier));
+        assert_eq!(arenas.nonempty[1], 0);
+        assert_eq!(arenas.nonempty[0], 1);
+        // SAFETY: as above.
+        unsafe {
+            arenas.unlink(&*fuller);
+            arenas.unlink(&*emptier);
+        }
+        assert!(arenas.nonempty.iter().all(|&m| m == 0));
+        assert_eq!(arenas.find_run(1, true), None);
+        // SAFETY: allocated above with this layout; nothing points into it now.
+        unsafe { std::alloc::dealloc(memory as *mut u8, layout) };
     }
 }

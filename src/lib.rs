@@ -74,8 +74,8 @@
 //!
 //! ## Finding metadata from a pointer
 //! For a pool block: arena base = `p & !(ARENA_SIZE - 1)`; its header sits
-//! at the start of pool `(base >> 18) & 7` (a shift and a mask from the
-//! address); pool number = `(p >> 14) & 15`; `span_head[number]` names the
+//! in pool `(base >> 18) & 7`, `((base >> 21) & 15) * 128` bytes in (shifts
+//! and masks of the address); pool number = `(p >> 14) & 15`; `span_head[number]` names the
 //! descriptor. Two loads, no search. For the Rust API the `Layout` says which kind a block is: a layout
 //! of at most 32 KiB and alignment at most 16 KiB is a pool block, anything
 //! else is large. `realloc` keeps that true (it never leaves a block in place
@@ -133,17 +133,20 @@
 //!
 //! ## Arenas
 //! One lock guards the arena lists, taken only when a heap needs or returns a
-//! pool, and by the purger's passes. Arenas sit in buckets by the longest run
-//! of free pools a span can take, empty arenas in a bucket of their own; a
-//! new span comes from the arena with the shortest run that holds it, so
-//! fragmented arenas fill first and emptier ones drain. Any arena in a
-//! bucket fits, so the search looks at one arena per bucket (at most 17).
-//! The buckets once went by the number of free pools, which
-//! claimed the same bound for single pools but not for spans: an arena with
-//! enough free pools and no run long enough was walked past, and on
-//! compare/'s 1.6 GiB batch of 1..32 KiB blocks (6400 arenas) that walk was
-//! 80% of the instructions and a cache and TLB miss per arena. The criterion
-//! median went from 204 ms to 102 ms (mimalloc 28 ms, with huge pages).
+//! pool, and by the purger's passes. Arenas sit in lists by their number of
+//! free pools and, within that, by the longest run of free pools a span can
+//! take; a new span comes from the fullest arena with a run that fits
+//! (pymalloc's ordering), so emptier arenas drain. A bit mask per free count
+//! says which run lists are non-empty, and the head of any list whose run
+//! fits has room, so the search looks at list heads only. Before, the lists
+//! went by free count alone, and a span search walked past every arena with
+//! enough free pools but no run long enough: on compare/'s 1.6 GiB batch of
+//! 1..32 KiB blocks (6400 arenas) that walk was 80% of the instructions
+//! (465M of 3 rounds; 129M now), and a cache and TLB miss per arena. The
+//! criterion median went from 204 ms to 102 ms (mimalloc 28 ms, with huge
+//! pages); what remains is first-touch page faults, see below. Lists by run
+//! alone, tried first, looked at one arena, but put a nearly empty arena
+//! with a busy pool in its middle ahead of a full one with a free tail.
 //!
 //! ## Giving memory back
 //! A pool returned to its arena is *dirty*: its pages stay resident, so a
@@ -160,8 +163,13 @@
 //! its RSS back without ever running again.
 //!
 //! Arenas are 4 KiB-paged by default. On a big heap freed in random order
-//! that costs TLB misses: a 1.6 GiB batch of 1..32 KiB blocks ran 2.3x slower
-//! than with huge pages, and mimalloc, which maps huge pages, beat it.
+//! that costs TLB misses and page faults: a 1.6 GiB batch of 1..32 KiB
+//! blocks ran 2.3x slower than with huge pages, and mimalloc, which maps
+//! huge pages, beat it. Each round of that batch writes one byte per block,
+//! so a round faults in the pages its blocks start on that no earlier round
+//! touched: 100k faults in the first round, 10k by the eighth, 2k by the
+//! 25th (a direct run of 30 rounds, after the span search fix above), when
+//! a round takes 25-30 ms, as long as mimalloc's.
 //! `POOLMALLOC_HUGE_PAGES=1` advises the 2 MiB chunks arenas are cut from
 //! for transparent huge pages once the heap passes 16 MiB (otherwise they
 //! are advised against them, whatever the system's THP mode). It is off by
