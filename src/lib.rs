@@ -143,7 +143,7 @@
 //! enough free pools but no run long enough: on compare/'s 1.6 GiB batch of
 //! 1..32 KiB blocks (6400 arenas) that walk was 80% of the instructions
 //! (465M of 3 rounds; 129M now), and a cache and TLB miss per arena. The
-//! criterion median went from 204 ms to 102 ms (mimalloc 28 ms, with huge
+//! criterion median went from 204 ms to 91 ms (mimalloc 22 ms, with huge
 //! pages); what remains is first-touch page faults, see below. Lists by run
 //! alone, tried first, looked at one arena, but put a nearly empty arena
 //! with a busy pool in its middle ahead of a full one with a free tail.
@@ -313,6 +313,30 @@
 //! census and derives the byte accounting, whose lines add up to the mapped
 //! bytes: pools counted by heaps and free pools counted by the arenas must
 //! together fill the arenas, so the identity is a check, not a remainder.
+//!
+//! ## Where the design falls short
+//! Three whole-program targets are not met in the last full run (fdbe63d;
+//! BENCHMARKS.md has the numbers), each for a reason in the design:
+//! - **Frees touch metadata and the block.** A free reads the span-head
+//!   table and the pool descriptor, and writes the free-list link into the
+//!   block. jemalloc's sized free puts the pointer in a per-thread array and
+//!   touches neither, which is most of its lead on hashmap (0.456 s against
+//!   0.480) once header colors cut the conflict misses. A prototype array
+//!   of 32 pointers a class in front of the pools ran hashmap 10% faster
+//!   but larson 10% and strings 9% slower, and churn's peak RSS 13% higher;
+//!   a thread cache that pays for itself needs batched refills and
+//!   flushes, a byte bound per class, and its own line in the statistics.
+//! - **4 KiB pages.** mimalloc advises its whole 1 GiB reservation for huge
+//!   pages; when the VM's huge-page faults are cheap its btree runs with
+//!   fewer TLB misses (1.261 s against 1.391 in that run, 1.474 against
+//!   1.401 in the one before, when they were not). `POOLMALLOC_HUGE_PAGES`
+//!   stays off: with it our faults cost more system time than mimalloc's
+//!   (0.28 s against 0.05 on btree), a cost not yet explained.
+//! - **The work queue's time is a scheduling mode** (sleeps in std's
+//!   channel and mutex on 2 CPUs), which poolmalloc and mimalloc land in
+//!   about equally often; within the fast mode mimalloc spends 7% less user
+//!   CPU, which callgrind's instruction counts (lower for poolmalloc in
+//!   every thread) do not explain.
 //!
 //! ## Modules
 //! `config` (geometry) and `size_class` (pure class math) at the bottom;
