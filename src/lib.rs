@@ -330,8 +330,13 @@
 //!   pages; when the VM's huge-page faults are cheap its btree runs with
 //!   fewer TLB misses (1.261 s against 1.391 in that run, 1.474 against
 //!   1.401 in the one before, when they were not). `POOLMALLOC_HUGE_PAGES`
-//!   stays off: with it our faults cost more system time than mimalloc's
-//!   (0.28 s against 0.05 on btree), a cost not yet explained.
+//!   stays off. On this VM a huge-page fault costs far more right after a
+//!   process that used small pages (btree's system time with it: 0.02 s
+//!   after a mimalloc run, 0.26-0.28 s after a small-page one; mimalloc's
+//!   0.30 s after poolmalloc's default run), and over a day the same
+//!   setting won hashmap and idle in one 16-round run and lost btree,
+//!   hashmap and idle to the default in an interleaved check ten minutes
+//!   later (idle's fill 1.36 s against 0.40).
 //! - **The work queue's time is a scheduling mode** (sleeps in std's
 //!   channel and mutex on 2 CPUs), which poolmalloc and mimalloc land in
 //!   about equally often; within the fast mode mimalloc spends 7% less user
