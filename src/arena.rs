@@ -41,6 +41,11 @@ pub struct Arena {
     /// Bit `i` set: pool `i` is free and its pages may be resident (it was
     /// used since it was last purged).
     dirty_mask: Cell<u16>,
+    /// Bit `i` set: a purge pass holds free pool `i` (off the free mask)
+    /// while it purges it with the lock dropped. Kept here, not only on the
+    /// pass's stack, so that a forked child, where the pass does not go on,
+    /// can take the pools back (`abandon_purge_claims`).
+    reserved_mask: Cell<u16>,
     /// When a pool of this arena was last released (ms, monotonic): dirty
     /// pools are purged once the arena has been quiet for the purge delay.
     released_at: Cell<u64>,
@@ -504,6 +509,7 @@ fn purge_arenas(now: u64, force: bool) -> Option<u64> {
                     // Reserve the dirty pools: in use while we purge them.
                     let dirty = a.dirty_mask.replace(0);
                     arenas.set_free_mask(a, a.free_mask.get() & !dirty);
+                    a.reserved_mask.set(a.reserved_mask.get() | dirty);
                     arenas.reserved_pools += dirty.count_ones() as usize;
                     runs[run_count] = (arena, dirty);
                     run_count += 1;
@@ -555,6 +561,7 @@ fn purge_arenas(now: u64, force: bool) -> Option<u64> {
             // SAFETY: reserved above, so still a live arena.
             let a = unsafe { &*arena };
             arenas.set_free_mask(a, a.free_mask.get() | mask);
+            a.reserved_mask.set(a.reserved_mask.get() & !mask);
             arenas.reserved_pools -= mask.count_ones() as usize;
         }
     }
@@ -709,6 +716,7 @@ fn map_arena(arenas: &mut Arenas) -> *mut Arena {
             free_mask: Cell::new(ALL_POOLS_FREE),
             header_span_class: Cell::new(NO_CLASS),
             dirty_mask: Cell::new(0),
+            reserved_mask: Cell::new(0),
             released_at: Cell::new(0),
             prev: Cell::new(ptr::null_mut()),
             next: Cell::new(ptr::null_mut()),
@@ -856,11 +864,40 @@ pub unsafe fn unlock_after_fork() {
     unsafe { ARENAS.unlock_raw() };
 }
 
-/// In a forked child: drops the claims the parent's purger held on kept
-/// pools' pages when the fork happened (it did not survive the fork), so
-/// their owner, if it is the child's thread, can use them again.
+/// In a forked child: drops the claims the parent's purge passes held on
+/// kept pools' pages when the fork happened (they did not survive the
+/// fork), so their owner, if it is the child's thread, can use them again,
+/// and gives the arenas back the free pools those passes had reserved.
 pub fn abandon_purge_claims() {
-    ARENAS.lock().for_each(|_, a| a.pools.iter().for_each(Pool::abandon_purge));
+    let mut arenas = ARENAS.lock();
+    arenas.for_each(|_, a| a.pools.iter().for_each(Pool::abandon_purge));
+    arenas.return_reserved();
+}
+
+impl Arenas {
+    /// Gives every reserved pool back to its arena's free pools, as dirty:
+    /// the pass that reserved it may have purged part of it or none.
+    /// Giving one back moves its arena to another list, so each is found by
+    /// a fresh walk (a fork child's slow path; few arenas have any).
+    fn return_reserved(&mut self) {
+        loop {
+            let mut found: *mut Arena = ptr::null_mut();
+            self.for_each(|_, a| {
+                if found.is_null() && a.reserved_mask.get() != 0 {
+                    found = ptr::from_ref(a).cast_mut();
+                }
+            });
+            if found.is_null() {
+                return;
+            }
+            // SAFETY: a linked arena is a live header; the lock is held.
+            let a = unsafe { &*found };
+            let reserved = a.reserved_mask.replace(0);
+            self.set_free_mask(a, a.free_mask.get() | reserved);
+            a.dirty_mask.set(a.dirty_mask.get() | reserved);
+            self.reserved_pools -= reserved.count_ones() as usize;
+        }
+    }
 }
 
 /// Checks the arena lists against the free masks and the `nonempty` masks,
@@ -878,6 +915,7 @@ pub fn check() -> usize {
     }
     let arenas = ARENAS.lock();
     let mut total = 0;
+    let mut reserved = 0;
     for (list, head) in arenas.lists.iter().enumerate() {
         let listed = arenas.nonempty[list / RUN_LISTS] & 1 << (list % RUN_LISTS) != 0;
         require(listed != head.is_null(), "arena check: a nonempty mask out of step with its list");
@@ -894,6 +932,8 @@ pub fn check() -> usize {
         require(contains(arena.cast()), "arena check: a linked arena missing from the arena map");
         let (free, dirty) = (a.free_mask.get(), a.dirty_mask.get());
         require(dirty & !free == 0, "arena check: a dirty pool that is not free");
+        require(a.reserved_mask.get() & free == 0, "arena check: a reserved pool on the free mask");
+        reserved += a.reserved_mask.get().count_ones() as usize;
         // A span starts at the header pool exactly when that pool is in
         // use: no other span may contain it (`find_span`). Pools a purge
         // has reserved look in use too, so only check when none is.
@@ -911,6 +951,7 @@ pub fn check() -> usize {
         }
         total += 1;
     });
+    require(reserved == arenas.reserved_pools, "arena check: reserved pools out of step with their count");
     total
 }
 
@@ -988,20 +1029,37 @@ mod tests {
         }
     }
 
-    /// The lists' order on arenas built by hand: the fullest arena that
-    /// fits wins over an emptier one with a shorter fitting run, an arena
-    /// whose only free pool is its header pool still serves one-pool spans,
-    /// and the `nonempty` masks follow links and unlinks.
-    #[test]
-    fn find_run_takes_the_fullest_arena_that_fits() {
-        // Arena headers need real arena-aligned memory: one block of two.
-        let layout = std::alloc::Layout::from_size_align(2 * ARENA_SIZE, ARENA_SIZE).unwrap();
-        // SAFETY: a non-zero size.
-        let memory = unsafe { std::alloc::alloc(layout) } as usize;
-        assert_ne!(memory, 0);
-        let header = |i: usize| header_pool(memory + i * ARENA_SIZE);
-        let make = |i: usize, free: u16| {
-            let arena = header_at(memory + i * ARENA_SIZE);
+    /// Arena headers built by hand in real arena-aligned memory, and an
+    /// arena-level state of their own, for tests of the lists.
+    struct HandBuilt {
+        memory: usize,
+        layout: std::alloc::Layout,
+        arenas: Arenas,
+    }
+
+    impl HandBuilt {
+        fn new(count: usize) -> Self {
+            let layout = std::alloc::Layout::from_size_align(count * ARENA_SIZE, ARENA_SIZE).unwrap();
+            // SAFETY: a non-zero size.
+            let memory = unsafe { std::alloc::alloc(layout) } as usize;
+            assert_ne!(memory, 0);
+            let arenas = Arenas {
+                lists: [ptr::null_mut(); LISTS],
+                nonempty: [0; POOLS_PER_ARENA + 1],
+                reserved_pools: 0,
+                chunk_next: 0,
+                chunk_end: 0,
+            };
+            Self { memory, layout, arenas }
+        }
+
+        fn header_pool(&self, i: usize) -> usize {
+            header_pool(self.memory + i * ARENA_SIZE)
+        }
+
+        /// Writes arena `i`'s header with free pools `free`, unlinked.
+        fn make(&self, i: usize, free: u16) -> *mut Arena {
+            let arena = header_at(self.memory + i * ARENA_SIZE);
             // SAFETY: `arena` lies in the block, aligned, with room (see
             // `header_at`); written before use.
             unsafe {
@@ -1011,28 +1069,40 @@ mod tests {
                     free_mask: Cell::new(free),
                     header_span_class: Cell::new(NO_CLASS),
                     dirty_mask: Cell::new(0),
+                    reserved_mask: Cell::new(0),
                     released_at: Cell::new(0),
                     prev: Cell::new(ptr::null_mut()),
                     next: Cell::new(ptr::null_mut()),
                 });
             }
             arena
-        };
-        let mut arenas = Arenas {
-            lists: [ptr::null_mut(); LISTS],
-            nonempty: [0; POOLS_PER_ARENA + 1],
-            reserved_pools: 0,
-            chunk_next: 0,
-            chunk_end: 0,
-        };
+        }
+    }
+
+    impl Drop for HandBuilt {
+        fn drop(&mut self) {
+            // SAFETY: allocated in `new` with this layout.
+            unsafe { std::alloc::dealloc(self.memory as *mut u8, self.layout) };
+        }
+    }
+
+    /// The lists' order on arenas built by hand: the fullest arena that
+    /// fits wins over an emptier one with a shorter fitting run, an arena
+    /// whose only free pool is its header pool still serves one-pool spans,
+    /// and the `nonempty` masks follow links and unlinks.
+    #[test]
+    fn find_run_takes_the_fullest_arena_that_fits() {
+        let mut t = HandBuilt::new(2);
         // Nearly empty: only the pool after the header pool busy.
-        let emptier = make(0, ALL_POOLS_FREE & !(1 << (header(0) + 1)));
+        let emptier = t.make(0, ALL_POOLS_FREE & !(1 << (t.header_pool(0) + 1)));
         // Fuller: only its header pool free.
-        let fuller = make(1, 1 << header(1));
+        let fuller = t.make(1, 1 << t.header_pool(1));
+        let first_at_header = t.header_pool(1);
+        let arenas = &mut t.arenas;
         arenas.link(emptier);
         arenas.link(fuller);
         assert_eq!(arenas.find_run(1, true).map(|(a, _)| a), Some(fuller));
-        assert_eq!(arenas.find_run(1, true).map(|(_, first)| first), Some(header(1)));
+        assert_eq!(arenas.find_run(1, true).map(|(_, first)| first), Some(first_at_header));
         // A class that may not start at the header pool cannot use it.
         assert_eq!(arenas.find_run(1, false).map(|(a, _)| a), Some(emptier));
         // Once the fuller arena is full, its list empties.
@@ -1048,7 +1118,43 @@ mod tests {
         }
         assert!(arenas.nonempty.iter().all(|&m| m == 0));
         assert_eq!(arenas.find_run(1, true), None);
-        // SAFETY: allocated above with this layout; nothing points into it now.
-        unsafe { std::alloc::dealloc(memory as *mut u8, layout) };
+    }
+
+    /// What a forked child does with pools a purge pass had reserved when
+    /// the fork happened: they go back on their arenas' free masks as
+    /// dirty, the arenas move to the lists that go with their masks, and
+    /// the count of reserved pools returns to 0.
+    #[test]
+    fn reserved_pools_go_back_to_their_arenas() {
+        let mut t = HandBuilt::new(2);
+        let a0 = t.make(0, ALL_POOLS_FREE);
+        let a1 = t.make(1, 0b1111_0000_0000_0000);
+        let arenas = &mut t.arenas;
+        arenas.link(a0);
+        arenas.link(a1);
+        // Reserve as `purge_arenas` does.
+        for (arena, mask) in [(a0, 0b0000_0000_1111_0110u16), (a1, 0b0011_0000_0000_0000)] {
+            // SAFETY: live, linked headers.
+            let a = unsafe { &*arena };
+            arenas.set_free_mask(a, a.free_mask.get() & !mask);
+            a.reserved_mask.set(mask);
+            arenas.reserved_pools += mask.count_ones() as usize;
+        }
+        arenas.return_reserved();
+        assert_eq!(arenas.reserved_pools, 0);
+        // SAFETY: live headers.
+        let (r0, r1) = unsafe { (&*a0, &*a1) };
+        assert_eq!((r0.free_mask.get(), r0.dirty_mask.get(), r0.reserved_mask.get()), (ALL_POOLS_FREE, 0b1111_0110, 0));
+        assert_eq!(
+            (r1.free_mask.get(), r1.dirty_mask.get(), r1.reserved_mask.get()),
+            (0b1111_0000_0000_0000, 0b0011_0000_0000_0000, 0)
+        );
+        let mut seen = 0;
+        arenas.for_each(|list, a| {
+            assert_eq!(list, a.list());
+            seen += 1;
+        });
+        assert_eq!(seen, 2);
+        assert_eq!(arenas.lists[EMPTY_LIST], a0);
     }
 }

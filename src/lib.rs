@@ -253,8 +253,10 @@
 //! `pthread_atfork` handlers take the shared-heap, idle-list, arena and
 //! large-cache locks before `fork` and release them on both sides, so a child
 //! can allocate whatever the parent's other threads were doing. The purger
-//! thread does not survive a fork; the child starts its own on demand, and
-//! drops the claims the old one held on kept pools in the middle of a purge.
+//! thread does not survive a fork; the child starts its own on demand,
+//! drops the claims the old one held on kept pools in the middle of a purge,
+//! and gives its arenas back the free pools a purge pass had reserved (each
+//! arena marks them, so the child knows which), as dirty.
 //!
 //! ## Large allocations
 //! Each is one range of pages (a mapping of its own, or a piece of a cached
