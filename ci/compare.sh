@@ -15,10 +15,14 @@
 # line per run to the results file, then prints a markdown table of medians
 # (ci/compare_table.py) and writes bar charts of time and peak RSS next to the
 # results (ci/chart.py).
-# The order of the four rotates by one place each round, so no allocator
-# always runs right after the same peer: on a VM that hands freed memory back
-# to its host, a run's page faults cost more or less depending on what ran
-# before it. Use a multiple of 4 rounds for a balanced order.
+# The order of the four changes each round along a Williams Latin square:
+# over 4 rounds each allocator runs once in each position and right after
+# each of the other three once. That matters here: on a VM that hands freed
+# memory back to its host, a run's page faults (huge-page faults most) cost
+# more or less depending on what ran just before it. (Until after 838c8c1 the
+# order rotated by one place each round, which keeps the cyclic order, so
+# within a workload each allocator nearly always followed the same peer.)
+# Use a multiple of 4 rounds for a balanced order.
 # At scale 1 one round takes about a minute on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,12 +52,22 @@ trap 'rm -f "$STDERR_LOG"' EXIT
     echo "# workloads: $WORKLOADS"
 } >"$RESULTS"
 
-# The allocators in round $1's order: ALLOCATORS rotated left by round-1.
+# The allocators in round $1's order: row (round-1) mod n of a Williams
+# square, whose first row is 0, 1, n-1, 2, n-2, ... and each next row adds 1
+# (mod n). For an even n every ordered pair of allocators is adjacent exactly
+# once in n rows.
 round_order() {
     local -a all=($ALLOCATORS)
-    local n=${#all[@]} shift=$((($1 - 1) % ${#all[@]})) i
+    local n=${#all[@]} row=$((($1 - 1) % ${#all[@]})) i first
     for ((i = 0; i < n; i++)); do
-        echo "${all[(i + shift) % n]}"
+        if ((i == 0)); then
+            first=0
+        elif ((i % 2 == 1)); then
+            first=$(((i + 1) / 2))
+        else
+            first=$((n - i / 2))
+        fi
+        echo "${all[(first + row) % n]}"
     done
 }
 
