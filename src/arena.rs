@@ -75,6 +75,21 @@ const HEADER_POOLS: usize = 8;
 const _: () = assert!(HEADER_POOLS + MAX_SPAN_POOLS <= POOLS_PER_ARENA, "a span fits after any header pool");
 
 impl Arena {
+    /// The header of a fresh arena: every pool free and clean, unlinked.
+    const fn empty() -> Self {
+        Self {
+            pools: [const { Pool::unused() }; POOLS_PER_ARENA],
+            span_head: [const { Cell::new(0) }; POOLS_PER_ARENA],
+            free_mask: Cell::new(ALL_POOLS_FREE),
+            dirty_mask: Cell::new(0),
+            reserved_mask: Cell::new(0),
+            released_at: Cell::new(0),
+            header_span_class: Cell::new(NO_CLASS),
+            prev: Cell::new(ptr::null_mut()),
+            next: Cell::new(ptr::null_mut()),
+        }
+    }
+
     #[cfg(feature = "stats")]
     fn free_count(&self) -> usize {
         self.free_mask.get().count_ones() as usize
@@ -195,9 +210,6 @@ struct Arenas {
     /// Bit `run` of `nonempty[count]` set: list `count * RUN_LISTS + run`
     /// has arenas.
     nonempty: [u16; POOLS_PER_ARENA + 1],
-    /// Free pools the purger holds while it purges them (off the free
-    /// masks, in no heap); the census counts them as free.
-    reserved_pools: usize,
     /// Address space for arenas in the current chunk, not yet handed out:
     /// `[chunk_next, chunk_end)` (see `map_arena_memory`).
     chunk_next: usize,
@@ -210,7 +222,6 @@ unsafe impl Send for Arenas {}
 static ARENAS: Lock<Arenas> = Lock::new(Arenas {
     lists: [ptr::null_mut(); LISTS],
     nonempty: [0; POOLS_PER_ARENA + 1],
-    reserved_pools: 0,
     chunk_next: 0,
     chunk_end: 0,
 });
@@ -510,7 +521,6 @@ fn purge_arenas(now: u64, force: bool) -> Option<u64> {
                     let dirty = a.dirty_mask.replace(0);
                     arenas.set_free_mask(a, a.free_mask.get() & !dirty);
                     a.reserved_mask.set(a.reserved_mask.get() | dirty);
-                    arenas.reserved_pools += dirty.count_ones() as usize;
                     runs[run_count] = (arena, dirty);
                     run_count += 1;
                 }
@@ -562,7 +572,6 @@ fn purge_arenas(now: u64, force: bool) -> Option<u64> {
             let a = unsafe { &*arena };
             arenas.set_free_mask(a, a.free_mask.get() | mask);
             a.reserved_mask.set(a.reserved_mask.get() & !mask);
-            arenas.reserved_pools -= mask.count_ones() as usize;
         }
     }
 }
@@ -709,19 +718,7 @@ fn map_arena(arenas: &mut Arenas) -> *mut Arena {
     // SAFETY: the mapping is fresh, zeroed and holds the header where
     // `header_at` puts it;
     // zeroed memory is not a valid `Arena` for every field, so write it.
-    unsafe {
-        arena.write(Arena {
-            pools: [const { Pool::unused() }; POOLS_PER_ARENA],
-            span_head: [const { Cell::new(0) }; POOLS_PER_ARENA],
-            free_mask: Cell::new(ALL_POOLS_FREE),
-            header_span_class: Cell::new(NO_CLASS),
-            dirty_mask: Cell::new(0),
-            reserved_mask: Cell::new(0),
-            released_at: Cell::new(0),
-            prev: Cell::new(ptr::null_mut()),
-            next: Cell::new(ptr::null_mut()),
-        });
-    }
+    unsafe { arena.write(Arena::empty()) };
     if OS_COUNTERS.arena_mapped() {
         // Beyond the arenas' peak: memory the large cache gives back for.
         crate::large::note_arena_growth(ARENA_SIZE);
@@ -779,14 +776,15 @@ pub fn with_census<R>(read: impl FnOnce(Census) -> R) -> R {
     let arenas = ARENAS.lock();
     let mut census = Census {
         arenas: 0,
-        free_pools: arenas.reserved_pools,
+        free_pools: 0,
         dirty_pools: 0,
         dirty_header_pools: 0,
         header_spans: [0; crate::size_class::CLASS_COUNT],
     };
     arenas.for_each(|_, a| {
         census.arenas += 1;
-        census.free_pools += a.free_count();
+        // Pools a purge pass holds are free too.
+        census.free_pools += a.free_count() + a.reserved_mask.get().count_ones() as usize;
         census.dirty_pools += a.dirty_mask.get().count_ones() as usize;
         census.dirty_header_pools += (a.dirty_mask.get() >> header_pool(a.base())) as usize & 1;
         if let Some(spans) = census.header_spans.get_mut(a.header_span_class.get() as usize) {
@@ -895,7 +893,6 @@ impl Arenas {
             let reserved = a.reserved_mask.replace(0);
             self.set_free_mask(a, a.free_mask.get() | reserved);
             a.dirty_mask.set(a.dirty_mask.get() | reserved);
-            self.reserved_pools -= reserved.count_ones() as usize;
         }
     }
 }
@@ -915,7 +912,6 @@ pub fn check() -> usize {
     }
     let arenas = ARENAS.lock();
     let mut total = 0;
-    let mut reserved = 0;
     for (list, head) in arenas.lists.iter().enumerate() {
         let listed = arenas.nonempty[list / RUN_LISTS] & 1 << (list % RUN_LISTS) != 0;
         require(listed != head.is_null(), "arena check: a nonempty mask out of step with its list");
@@ -933,13 +929,13 @@ pub fn check() -> usize {
         let (free, dirty) = (a.free_mask.get(), a.dirty_mask.get());
         require(dirty & !free == 0, "arena check: a dirty pool that is not free");
         require(a.reserved_mask.get() & free == 0, "arena check: a reserved pool on the free mask");
-        reserved += a.reserved_mask.get().count_ones() as usize;
         // A span starts at the header pool exactly when that pool is in
-        // use: no other span may contain it (`find_span`). Pools a purge
-        // has reserved look in use too, so only check when none is.
-        let header_in_use = free & (1 << header_pool(a.base())) == 0;
+        // use: no other span may contain it (`find_span`). A header pool a
+        // purge has reserved looks in use too, so only check when it is not.
+        let header = 1 << header_pool(a.base());
+        let header_in_use = free & header == 0;
         let class = a.header_span_class.get();
-        if arenas.reserved_pools == 0 {
+        if a.reserved_mask.get() & header == 0 {
             require(header_in_use == (class != NO_CLASS), "arena check: header pool in use without a header span");
         }
         if class != NO_CLASS {
@@ -951,7 +947,6 @@ pub fn check() -> usize {
         }
         total += 1;
     });
-    require(reserved == arenas.reserved_pools, "arena check: reserved pools out of step with their count");
     total
 }
 
@@ -1046,7 +1041,6 @@ mod tests {
             let arenas = Arenas {
                 lists: [ptr::null_mut(); LISTS],
                 nonempty: [0; POOLS_PER_ARENA + 1],
-                reserved_pools: 0,
                 chunk_next: 0,
                 chunk_end: 0,
             };
@@ -1062,19 +1056,7 @@ mod tests {
             let arena = header_at(self.memory + i * ARENA_SIZE);
             // SAFETY: `arena` lies in the block, aligned, with room (see
             // `header_at`); written before use.
-            unsafe {
-                arena.write(Arena {
-                    pools: [const { Pool::unused() }; POOLS_PER_ARENA],
-                    span_head: [const { Cell::new(0) }; POOLS_PER_ARENA],
-                    free_mask: Cell::new(free),
-                    header_span_class: Cell::new(NO_CLASS),
-                    dirty_mask: Cell::new(0),
-                    reserved_mask: Cell::new(0),
-                    released_at: Cell::new(0),
-                    prev: Cell::new(ptr::null_mut()),
-                    next: Cell::new(ptr::null_mut()),
-                });
-            }
+            unsafe { arena.write(Arena { free_mask: Cell::new(free), ..Arena::empty() }) };
             arena
         }
     }
@@ -1123,7 +1105,7 @@ mod tests {
     /// What a forked child does with pools a purge pass had reserved when
     /// the fork happened: they go back on their arenas' free masks as
     /// dirty, the arenas move to the lists that go with their masks, and
-    /// the count of reserved pools returns to 0.
+    /// no pool stays reserved.
     #[test]
     fn reserved_pools_go_back_to_their_arenas() {
         let mut t = HandBuilt::new(2);
@@ -1138,10 +1120,8 @@ mod tests {
             let a = unsafe { &*arena };
             arenas.set_free_mask(a, a.free_mask.get() & !mask);
             a.reserved_mask.set(mask);
-            arenas.reserved_pools += mask.count_ones() as usize;
         }
         arenas.return_reserved();
-        assert_eq!(arenas.reserved_pools, 0);
         // SAFETY: live headers.
         let (r0, r1) = unsafe { (&*a0, &*a1) };
         assert_eq!((r0.free_mask.get(), r0.dirty_mask.get(), r0.reserved_mask.get()), (ALL_POOLS_FREE, 0b1111_0110, 0));
