@@ -174,7 +174,7 @@ pub unsafe fn free(block: *mut u8) {
         ((*h).base, (*h).map_size)
     };
     if let Some(slot) = crate::heap::current_large_slot()
-        && map_size <= decay::large_cache_bytes() / 2
+        && map_size <= largest_cached(decay::large_cache_bytes())
         // SAFETY: the mapping is ours and no longer used.
         && unsafe { slot.put(base, map_size) }
     {
@@ -182,6 +182,12 @@ pub unsafe fn free(block: *mut u8) {
     }
     // SAFETY: the block's whole mapping, no longer used.
     unsafe { cache_or_unmap(base, map_size) };
+}
+
+/// The biggest mapping the cache, or a heap's slot, keeps under a cache
+/// budget of `budget` bytes: half of it, so one mapping never fills it.
+fn largest_cached(budget: usize) -> usize {
+    budget / 2
 }
 
 /// Puts a freed mapping, counted as a live large allocation until now, into
@@ -302,7 +308,7 @@ pub fn release_slot(slot: &LargeSlot) {
         return;
     };
     let budget = decay::large_cache_bytes();
-    if cache.len < CACHE_SLOTS && cache.bytes + map_size <= budget && map_size <= budget / 2 {
+    if cache.len < CACHE_SLOTS && cache.bytes + map_size <= budget && map_size <= largest_cached(budget) {
         cache.insert(Cached { base, map_size, freed_at: UNSTAMPED });
         OS_COUNTERS.large_cached(map_size);
         drop(cache);
@@ -513,7 +519,7 @@ impl Cache {
     fn put(&self, base: usize, map_size: usize) -> bool {
         let settings = decay::settings();
         let budget = settings.large_cache_bytes;
-        if map_size > budget / 2 {
+        if map_size > largest_cached(budget) {
             return false;
         }
         // With a purger, the entry is stamped on the purger's next pass: no
@@ -538,15 +544,19 @@ impl Cache {
     }
 }
 
-/// Unmaps at most `bytes` (a multiple of the page size) from the tail of
-/// the oldest cached range, all of it if it is no bigger (with the lock
-/// dropped for the system call). Returns the lock again and the bytes
-/// unmapped. The cache is not empty.
+/// [`unmap_tail`] of the oldest cached range. The cache is not empty.
 #[cold]
-fn evict_oldest(mut cache: LockGuard<'_, MappingCache>, bytes: usize) -> (LockGuard<'_, MappingCache>, usize) {
+fn evict_oldest(cache: LockGuard<'_, MappingCache>, bytes: usize) -> (LockGuard<'_, MappingCache>, usize) {
     // Unstamped entries are the newest.
     let oldest = (0..cache.len).min_by_key(|&i| cache.entries[i].freed_at).unwrap_or(0);
-    let victim = cache.remove(oldest);
+    unmap_tail(cache, oldest, bytes)
+}
+
+/// Unmaps at most `bytes` (a multiple of the page size) from the tail of
+/// entry `i`, all of it if it is no bigger, with the lock dropped for the
+/// system call. Returns the lock again and the bytes unmapped.
+fn unmap_tail(mut cache: LockGuard<'_, MappingCache>, i: usize, bytes: usize) -> (LockGuard<'_, MappingCache>, usize) {
+    let victim = cache.remove(i);
     let unmapped = bytes.min(victim.map_size);
     if unmapped < victim.map_size {
         // The removal made room; the head keeps the range's start.
@@ -571,16 +581,9 @@ pub fn purge(now: u64, force: bool) -> Option<u64> {
         if cache.entries[i].freed_at == UNSTAMPED {
             cache.entries[i].freed_at = now;
         }
-        let e = cache.entries[i];
-        let due_at = e.freed_at.saturating_add(delay);
+        let due_at = cache.entries[i].freed_at.saturating_add(delay);
         if force || due_at <= now {
-            cache.remove(i);
-            // Unmap with the lock dropped; the entry is out of the cache.
-            drop(cache);
-            // SAFETY: an expired mapping is ours and unused.
-            unsafe { os::unmap(e.base as *mut u8, e.map_size) };
-            OS_COUNTERS.large_cache_purged(e.map_size);
-            cache = CACHE.0.lock();
+            (cache, _) = unmap_tail(cache, i, usize::MAX);
             // Entries may have moved meanwhile: start over (at most 32).
             i = 0;
             next_due = None;
