@@ -323,11 +323,23 @@
 //!   table and the pool descriptor, and writes the free-list link into the
 //!   block. jemalloc's sized free puts the pointer in a per-thread array and
 //!   touches neither, which is most of its lead on hashmap (0.456 s against
-//!   0.480) once header colors cut the conflict misses. A prototype array
-//!   of 32 pointers a class in front of the pools ran hashmap 10% faster
-//!   but larson 10% and strings 9% slower, and churn's peak RSS 13% higher;
-//!   a thread cache that pays for itself needs batched refills and
-//!   flushes, a byte bound per class, and its own line in the statistics.
+//!   0.480) once header colors cut the conflict misses. A thread cache was
+//!   built in full (session 8: per class a stack of freed pointers, filed
+//!   by the layout's class, bounded by count and bytes, drained half at a
+//!   time to the pools, at thread exit and in `collect`, with its own line
+//!   in the statistics) and not kept. It ran hashmap 7-18% faster but
+//!   larson 6-14% and strings 4% slower, and churn's peak RSS went over
+//!   jemalloc's by 8%; no bin size or class range removed the losses
+//!   without the gain (BENCHMARKS.md has the runs). The losses are not in
+//!   instructions (larson ran 8% fewer, with as many remote frees) but in
+//!   where blocks come from: a pool hands out the blocks of one span at a
+//!   time, while the cache hands back whichever blocks were freed last,
+//!   scattered over the heap, and the few it holds keep their pools from
+//!   going unused and being carved afresh. hashmap gains because its freed
+//!   blocks were just read, so reusing them first is reusing cache-hot
+//!   lines; larson frees blocks it has not touched for a long time.
+//!   Allocation from one span at a time is the locality this design is
+//!   built on, so the cache went.
 //! - **4 KiB pages.** mimalloc advises its whole 1 GiB reservation for huge
 //!   pages; when the VM's huge-page faults are cheap its btree runs with
 //!   fewer TLB misses (1.261 s against 1.391 in that run, 1.474 against
