@@ -8,6 +8,9 @@
 #   WORKLOADS   space-separated subset (default: all nine)
 #   SCALE       work multiplier passed to each run (default 1; 0.02 for a smoke test)
 #   RUN_TIMEOUT seconds before one run is killed and recorded as failed (default 600)
+#   ALLOCATORS  space-separated (default: system jemalloc mimalloc poolmalloc);
+#               `poolmalloc-hugepages` adds poolmalloc run with
+#               POOLMALLOC_HUGE_PAGES=1, a fifth column for deciding that default
 #
 # Builds the four `w_<allocator>` binaries of compare/ in release, runs them
 # interleaved (for each round, each workload, the four allocators one after
@@ -22,7 +25,9 @@
 # more or less depending on what ran just before it. (Until after 838c8c1 the
 # order rotated by one place each round, which keeps the cyclic order, so
 # within a workload each allocator nearly always followed the same peer.)
-# Use a multiple of 4 rounds for a balanced order.
+# Use a multiple of 4 rounds for a balanced order. With an odd number of
+# allocators a square is not enough: its rows alternate with their mirror
+# images, and 2n rounds make the balanced set.
 # At scale 1 one round takes about a minute on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +36,7 @@ ROUNDS=${ROUNDS:-4}
 SCALE=${SCALE:-1}
 WORKLOADS=${WORKLOADS:-"btree hashmap strings workqueue prodcons larson churn vecgrow idle"}
 RUN_TIMEOUT=${RUN_TIMEOUT:-600}
-ALLOCATORS="system jemalloc mimalloc poolmalloc"
+ALLOCATORS=${ALLOCATORS:-"system jemalloc mimalloc poolmalloc"}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 RESULTS=${1:-$TARGET_DIR/compare/results.txt}
 
@@ -55,10 +60,14 @@ trap 'rm -f "$STDERR_LOG"' EXIT
 # The allocators in round $1's order: row (round-1) mod n of a Williams
 # square, whose first row is 0, 1, n-1, 2, n-2, ... and each next row adds 1
 # (mod n). For an even n every ordered pair of allocators is adjacent exactly
-# once in n rows.
+# once in n rows; for an odd n rounds n+1..2n run rows 1..n backwards, and
+# every ordered pair is adjacent twice in 2n rounds.
 round_order() {
     local -a all=($ALLOCATORS)
-    local n=${#all[@]} row=$((($1 - 1) % ${#all[@]})) i first
+    local n=${#all[@]} period i first row
+    period=$(((n % 2 == 1) ? 2 * n : n))
+    row=$((($1 - 1) % period))
+    local -a order=()
     for ((i = 0; i < n; i++)); do
         if ((i == 0)); then
             first=0
@@ -67,20 +76,30 @@ round_order() {
         else
             first=$((n - i / 2))
         fi
-        echo "${all[(first + row) % n]}"
+        order+=("${all[(first + row) % n]}")
     done
+    if ((row >= n)); then
+        for ((i = n - 1; i >= 0; i--)); do echo "${order[i]}"; done
+    else
+        printf '%s\n' "${order[@]}"
+    fi
 }
 
 for round in $(seq 1 "$ROUNDS"); do
     for workload in $WORKLOADS; do
         for alloc in $(round_order "$round"); do
-            if line=$(timeout "$RUN_TIMEOUT" "$BIN_DIR/w_$alloc" "$workload" "$SCALE" 2>"$STDERR_LOG"); then
-                line="round=$round $line"
+            # `poolmalloc-hugepages` is poolmalloc's binary with huge pages on.
+            bin=w_$alloc settings=()
+            if [[ $alloc == poolmalloc-hugepages ]]; then
+                bin=w_poolmalloc settings=(POOLMALLOC_HUGE_PAGES=1)
+            fi
+            if line=$(env "${settings[@]}" timeout "$RUN_TIMEOUT" "$BIN_DIR/$bin" "$workload" "$SCALE" 2>"$STDERR_LOG"); then
+                line="round=$round ${line/alloc=poolmalloc /alloc=$alloc }"
             else
                 rc=$?
                 # Keep going: one crash should not cost the other results.
                 line="round=$round workload=$workload alloc=$alloc status=failed rc=$rc"
-                echo "FAILED: w_$alloc $workload $SCALE (exit $rc); stderr:" >&2
+                echo "FAILED: $alloc $workload $SCALE (exit $rc); stderr:" >&2
                 tail -n 20 "$STDERR_LOG" | sed 's/^/    /' >&2
                 tail -n 20 "$STDERR_LOG" | sed 's/^/# stderr: /' >>"$RESULTS"
             fi
