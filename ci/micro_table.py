@@ -4,7 +4,8 @@
     python3 ci/micro_table.py [criterion-dir]     (default target/criterion)
 
 For every benchmark group and input, the median time of each allocator and
-its ratio to poolmalloc's (above 1.00x: slower than poolmalloc)."""
+its ratio to poolmalloc's (above 1.00x: slower than poolmalloc). The
+fastest allocator of each row is in bold."""
 import json
 import os
 import sys
@@ -63,14 +64,18 @@ def main():
     print("|---|---|" + "---|" * len(ALLOCATORS))
     for group, inp, res in rows(root):
         base = res.get("poolmalloc")
+        fastest = min(res, key=res.get)
         cells = []
         for alloc in ALLOCATORS:
             if alloc not in res:
                 cells.append("")
-            elif alloc == "poolmalloc" or not base:
-                cells.append(f"**{human(res[alloc])}**" if alloc == "poolmalloc" else human(res[alloc]))
-            else:
-                cells.append(f"{human(res[alloc])} ({res[alloc] / base:.2f}x)")
+                continue
+            cell = human(res[alloc])
+            if alloc == fastest:
+                cell = f"**{cell}**"
+            if alloc != "poolmalloc" and base:
+                cell += f" ({res[alloc] / base:.2f}x)"
+            cells.append(cell)
         print(f"| {group} | {inp} | " + " | ".join(cells) + " |")
 
 

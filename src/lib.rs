@@ -317,8 +317,12 @@
 //! together fill the arenas, so the identity is a check, not a remainder.
 //!
 //! ## Where the design falls short
-//! Three whole-program targets are not met in the last full run (fdbe63d;
-//! BENCHMARKS.md has the numbers), each for a reason in the design:
+//! In the last full run (c8c1dd7's allocator code, 20 rounds, each
+//! allocator following every other equally often; BENCHMARKS.md has the
+//! numbers) poolmalloc is first on eight of the nine whole programs and
+//! level with jemalloc on hashmap (0.533 s against 0.534). Earlier runs
+//! put mimalloc ahead on btree and the work queue and jemalloc on hashmap;
+//! those margins come from three limits of the design:
 //! - **Frees touch metadata and the block.** A free reads the span-head
 //!   table and the pool descriptor, and writes the free-list link into the
 //!   block. jemalloc's sized free puts the pointer in a per-thread array and
@@ -342,20 +346,18 @@
 //!   built on, so the cache went.
 //! - **4 KiB pages.** mimalloc advises its whole 1 GiB reservation for huge
 //!   pages; when the VM's huge-page faults are cheap its btree runs with
-//!   fewer TLB misses (1.261 s against 1.391 in that run, 1.474 against
-//!   1.401 in the one before, when they were not). `POOLMALLOC_HUGE_PAGES`
-//!   stays off. On this VM a huge-page fault costs far more right after a
-//!   process that used small pages (btree's system time with it: 0.02 s
-//!   after a mimalloc run, 0.26-0.28 s after a small-page one; mimalloc's
-//!   0.30 s after poolmalloc's default run), and over a day the same
-//!   setting won hashmap and idle in one 16-round run and lost btree,
-//!   hashmap and idle to the default in an interleaved check ten minutes
-//!   later (idle's fill 1.36 s against 0.40).
+//!   fewer TLB misses (1.261 s against 1.391 in the fdbe63d run). On this
+//!   VM a huge-page fault costs far more right after a process that used
+//!   small pages, so only a run where every build follows every other
+//!   equally often can judge `POOLMALLOC_HUGE_PAGES`. In that run it made
+//!   hashmap 4% faster, btree 10% slower and idle's 1 GiB fill 6.6 times
+//!   slower (2.75 s against 0.42), so it stays off.
 //! - **The work queue's time is a scheduling mode** (sleeps in std's
-//!   channel and mutex on 2 CPUs), which poolmalloc and mimalloc land in
-//!   about equally often; within the fast mode mimalloc spends 7% less user
-//!   CPU, which callgrind's instruction counts (lower for poolmalloc in
-//!   every thread) do not explain.
+//!   channel and mutex on 2 CPUs). In the 20-round run, the same build
+//!   under two names (the huge-page setting does nothing below 64 arenas)
+//!   took 0.187 s and 0.290 s; within the fast mode mimalloc spent 7% less
+//!   user CPU in an earlier run, which callgrind's instruction counts
+//!   (lower for poolmalloc in every thread) do not explain.
 //!
 //! ## Modules
 //! `config` (geometry) and `size_class` (pure class math) at the bottom;
