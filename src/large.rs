@@ -555,6 +555,12 @@ fn evict_oldest(cache: LockGuard<'_, MappingCache>, bytes: usize) -> (LockGuard<
 /// Unmaps at most `bytes` (a multiple of the page size) from the tail of
 /// entry `i`, all of it if it is no bigger, with the lock dropped for the
 /// system call. Returns the lock again and the bytes unmapped.
+///
+/// The counters move before the lock is dropped, with the range: [`counts`]
+/// reads them under the lock, so a snapshot never shows a range that is
+/// out of the cache as still cached. (Counted after the unmap, a `collect`
+/// racing the purger's unmap found the cache empty and the statistics
+/// still counting the range.)
 fn unmap_tail(mut cache: LockGuard<'_, MappingCache>, i: usize, bytes: usize) -> (LockGuard<'_, MappingCache>, usize) {
     let victim = cache.remove(i);
     let unmapped = bytes.min(victim.map_size);
@@ -562,10 +568,10 @@ fn unmap_tail(mut cache: LockGuard<'_, MappingCache>, i: usize, bytes: usize) ->
         // The removal made room; the head keeps the range's start.
         cache.push(Cached { map_size: victim.map_size - unmapped, ..victim });
     }
+    OS_COUNTERS.large_cache_purged(unmapped);
     drop(cache);
     // SAFETY: the range's tail, out of the cache, is ours and unused.
     unsafe { os::unmap((victim.base + victim.map_size - unmapped) as *mut u8, unmapped) };
-    OS_COUNTERS.large_cache_purged(unmapped);
     (CACHE.0.lock(), unmapped)
 }
 
