@@ -390,54 +390,56 @@ pub fn acquire_pool(class: Class, pools: usize, owner: usize, counters: &HeapCou
     ptr::from_ref(pool).cast_mut()
 }
 
-/// Gives spans back to their arenas in one hold of the arena lock: `head`
-/// and the descriptors linked from it by `next_available`. Unless the caller
-/// knows them purged (`dirty` false: kept pools the purger purged), their
-/// pages stay resident until the arena has been quiet for the purge delay.
-/// Empty arenas stay mapped until then too, so a program that frees and
-/// reallocates in waves does not pay for mappings and page faults in every
-/// wave. Slow path.
+/// Gives spans back to their arenas in one hold of the arena lock: the
+/// lists `dirty` and `clean`, each linked by `next_available` (either may be
+/// null). Pools on `dirty` may have resident pages; those on `clean` the
+/// purger purged while they were kept. Dirty pages stay resident until the
+/// arena has been quiet for the purge delay. Empty arenas stay mapped until
+/// then too, so a program that frees and reallocates in waves does not pay
+/// for mappings and page faults in every wave. Slow path.
 ///
 /// The owner's pool count goes down under the arena lock (see
 /// [`acquire_pool`]).
 ///
 /// # Safety
-/// Every pool on the list is a live descriptor in use, with no block handed
+/// Every pool on the lists is a live descriptor in use, with no block handed
 /// out, not kept (or claimed back), owned by the heap whose `counters` these
 /// are, and on no other list.
-pub unsafe fn release_pools(head: *mut Pool, counters: &HeapCounters, dirty: bool) {
+pub unsafe fn release_pools(dirty: *mut Pool, clean: *mut Pool, counters: &HeapCounters) {
     let now = decay::now_ms();
-    let mut released = 0;
+    let mut released_dirty = 0;
     let mut arenas = ARENAS.lock();
-    let mut next = head;
-    while !next.is_null() {
-        // SAFETY: the caller guarantees live descriptors.
-        let pool = unsafe { &*next };
-        next = pool.next_available.replace(ptr::null_mut());
-        let pools = pool.span_pools();
-        let class = pool.class();
-        let blocks = pool.capacity();
-        pool.retire();
-        let arena = header_at(ptr::from_ref(pool) as usize & !ARENA_MASK);
-        // SAFETY: descriptors live in their arena's header.
-        let a = unsafe { &*arena };
-        let first = (ptr::from_ref(pool) as usize - a.pools.as_ptr() as usize) / core::mem::size_of::<Pool>();
-        let run = run_mask(first, pools);
-        arenas.set_free_mask(a, a.free_mask.get() | run);
-        if dirty {
-            a.dirty_mask.set(a.dirty_mask.get() | run);
+    for (head, is_dirty) in [(dirty, true), (clean, false)] {
+        let mut next = head;
+        while !next.is_null() {
+            // SAFETY: the caller guarantees live descriptors.
+            let pool = unsafe { &*next };
+            next = pool.next_available.replace(ptr::null_mut());
+            let pools = pool.span_pools();
+            let class = pool.class();
+            let blocks = pool.capacity();
+            pool.retire();
+            let arena = header_at(ptr::from_ref(pool) as usize & !ARENA_MASK);
+            // SAFETY: descriptors live in their arena's header.
+            let a = unsafe { &*arena };
+            let first = (ptr::from_ref(pool) as usize - a.pools.as_ptr() as usize) / core::mem::size_of::<Pool>();
+            let run = run_mask(first, pools);
+            arenas.set_free_mask(a, a.free_mask.get() | run);
+            if is_dirty {
+                a.dirty_mask.set(a.dirty_mask.get() | run);
+                released_dirty += pools;
+            }
+            a.released_at.set(now);
+            if first == header_pool(a.base()) {
+                a.header_span_class.set(NO_CLASS);
+            }
+            counters.on_pool_released(class, pools, blocks);
         }
-        a.released_at.set(now);
-        if first == header_pool(a.base()) {
-            a.header_span_class.set(NO_CLASS);
-        }
-        counters.on_pool_released(class, pools, blocks);
-        released += pools;
     }
     decay::note_dirty();
     drop(arenas);
-    if dirty {
-        OS_COUNTERS.dirty_pools_released(released * POOL_SIZE);
+    if released_dirty != 0 {
+        OS_COUNTERS.dirty_pools_released(released_dirty * POOL_SIZE);
     }
     purge_inline_if_due(now);
 }

@@ -376,12 +376,23 @@ fn take_kept(heap: &Heap, class: Class) -> *mut Pool {
     head
 }
 
-/// Sends the heap's Kept pools back to their arenas in one lock hold. A
-/// pool the purger is purging at this moment is waited for if `wait` (the
-/// heap is being swept: at thread exit it would otherwise stay kept on an
-/// idle heap), else left kept. Waiting is safe: a purge claim lasts a few
-/// `madvise` calls, and the purger never waits for a heap.
+/// Sends the heap's Kept pools back to their arenas in one lock hold (see
+/// [`claim_all_kept`] for `wait`).
 fn release_kept(heap: &Heap, wait: bool) {
+    let (dirty, clean) = claim_all_kept(heap, wait);
+    // SAFETY: unused, claimed back from the purger, off the heap's lists
+    // (linked only to each other), and this heap's.
+    unsafe { release_pools(heap, dirty, clean) };
+}
+
+/// Takes the heap's Kept pools off its kept lists and claims them back from
+/// the purger, as two lists linked by `next_available`: those whose pages
+/// may be resident, and those the purger purged. A pool the purger is
+/// purging at this moment is waited for if `wait` (the heap is being swept:
+/// at thread exit it would otherwise stay kept on an idle heap), else left
+/// kept. Waiting is safe: a purge claim lasts a few `madvise` calls, and
+/// the purger never waits for a heap.
+fn claim_all_kept(heap: &Heap, wait: bool) -> (*mut Pool, *mut Pool) {
     let (mut dirty, mut clean): (*mut Pool, *mut Pool) = (ptr::null_mut(), ptr::null_mut());
     let mut still_kept = 0;
     for list in &heap.kept {
@@ -412,15 +423,17 @@ fn release_kept(heap: &Heap, wait: bool) {
         }
     }
     heap.kept_pools.set(still_kept);
-    // SAFETY: unused, claimed back from the purger, off the heap's lists
-    // (linked only to each other), and this heap's.
-    unsafe {
-        if !dirty.is_null() {
-            arena::release_pools(dirty, &heap.counters, true);
-        }
-        if !clean.is_null() {
-            arena::release_pools(clean, &heap.counters, false);
-        }
+    (dirty, clean)
+}
+
+/// [`arena::release_pools`] for this heap's lists, if either holds a pool.
+///
+/// # Safety
+/// As for `arena::release_pools`, with `heap`'s counters.
+unsafe fn release_pools(heap: &Heap, dirty: *mut Pool, clean: *mut Pool) {
+    if !dirty.is_null() || !clean.is_null() {
+        // SAFETY: forwarded from the caller.
+        unsafe { arena::release_pools(dirty, clean, &heap.counters) };
     }
 }
 
@@ -629,16 +642,23 @@ fn take_pending(heap: &Heap) {
 /// are unused, see `settle`; `check_current` asserts it under
 /// `debug-invariants`).
 fn sweep(heap: &Heap) {
-    release_kept(heap, true);
+    // One lock hold for all: a thread's exit sweeps its heap, and with
+    // short threads the arena lock is busy enough.
+    let (mut dirty, clean) = claim_all_kept(heap, true);
     for class in 0..CLASS_COUNT {
         let active = heap.active[class].get();
         // SAFETY: active pools are EMPTY_POOL or pools this heap owns.
         if !ptr::eq(active, empty_pool()) && unsafe { (*active).is_unused() } {
             heap.active[class].set(empty_pool());
-            // SAFETY: unused, now off every list, and this heap's.
-            unsafe { arena::release_pools(active, &heap.counters, true) };
+            // SAFETY: as above; an Active pool is on no list, so its link
+            // is free.
+            unsafe { (*active).next_available.set(dirty) };
+            dirty = active;
         }
     }
+    // SAFETY: unused, claimed back or taken off the active slots, off every
+    // other list, and this heap's.
+    unsafe { release_pools(heap, dirty, clean) };
 }
 
 fn alloc_shared(class: Class, size: Requested) -> *mut u8 {
