@@ -326,21 +326,22 @@
 //! - **Frees touch metadata and the block.** A free reads the span-head
 //!   table and the pool descriptor, and writes the free-list link into the
 //!   block. jemalloc's sized free puts the pointer in a per-thread array and
-//!   touches neither, which is most of its lead on hashmap (0.456 s against
-//!   0.480) once header colors cut the conflict misses. A thread cache was
+//!   touches neither, which is most of its lead on hashmap in earlier runs
+//!   (0.456 s against 0.480 at fdbe63d). A thread cache was
 //!   built in full (session 8: per class a stack of freed pointers, filed
 //!   by the layout's class, bounded by count and bytes, drained half at a
 //!   time to the pools, at thread exit and in `collect`, with its own line
 //!   in the statistics) and not kept. It ran hashmap 7-18% faster but
-//!   larson 6-14% and strings 4% slower, and churn's peak RSS went over
+//!   larson 6-14% and strings 4-10% slower, and churn's peak RSS went over
 //!   jemalloc's by 8%; no bin size or class range removed the losses
 //!   without the gain (BENCHMARKS.md has the runs). The losses are not in
-//!   instructions (larson ran 8% fewer, with as many remote frees) but in
-//!   where blocks come from: a pool hands out the blocks of one span at a
+//!   instructions (larson ran 8% fewer, with as many remote frees); the
+//!   likely cause, consistent with callgrind's cache counts but not proven,
+//!   is where blocks come from: a pool hands out the blocks of one span at a
 //!   time, while the cache hands back whichever blocks were freed last,
 //!   scattered over the heap, and the few it holds keep their pools from
-//!   going unused and being carved afresh. hashmap gains because its freed
-//!   blocks were just read, so reusing them first is reusing cache-hot
+//!   going unused and being carved afresh. hashmap would gain because its
+//!   freed blocks were just read, so reusing them first reuses cache-hot
 //!   lines; larson frees blocks it has not touched for a long time.
 //!   Allocation from one span at a time is the locality this design is
 //!   built on, so the cache went.
