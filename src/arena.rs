@@ -378,8 +378,10 @@ pub fn acquire_pool(class: Class, pools: usize, owner: usize, counters: &HeapCou
     }
     let blocks = if at_header { header_blocks } else { size_class::span_blocks(class, pools, false) };
     counters.on_pool_acquired(class, pools, blocks);
-    drop(arenas);
+    // Under the lock, as in `release_pools`: the dirty-byte count moves in
+    // the order the masks do, so it never goes below zero for a moment.
     OS_COUNTERS.dirty_pools_reused(reused_dirty.count_ones() as usize * POOL_SIZE);
+    drop(arenas);
     let pool = &a.pools[first];
     let offset = ptr::from_ref(pool) as usize - arena as usize;
     for i in first..first + pools {
@@ -436,11 +438,15 @@ pub unsafe fn release_pools(dirty: *mut Pool, clean: *mut Pool, counters: &HeapC
             counters.on_pool_released(class, pools, blocks);
         }
     }
-    decay::note_dirty();
-    drop(arenas);
+    // Under the lock: counted after it, a thread taking one of these pools
+    // again, or the purger purging it, could subtract first, and the count
+    // would wrap below zero for a moment (a snapshot then showed a huge
+    // `cached_bytes`).
     if released_dirty != 0 {
         OS_COUNTERS.dirty_pools_released(released_dirty * POOL_SIZE);
     }
+    decay::note_dirty();
+    drop(arenas);
     purge_inline_if_due(now);
 }
 
