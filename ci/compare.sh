@@ -12,23 +12,26 @@
 #               `poolmalloc-hugepages` adds poolmalloc run with
 #               POOLMALLOC_HUGE_PAGES=1, a fifth column for deciding that default
 #
-# Builds the four `w_<allocator>` binaries of compare/ in release, runs them
-# interleaved (for each round, each workload, the four allocators one after
+# Builds the `w_<allocator>` binaries of compare/ in release, runs them
+# interleaved (for each round, each workload, every allocator one after
 # another) so drift on the machine hits every allocator alike, appends one
 # line per run to the results file, then prints a markdown table of medians
 # (ci/compare_table.py) and writes bar charts of time and peak RSS next to the
 # results (ci/chart.py).
-# The order of the four changes each round along a Williams Latin square:
-# over 4 rounds each allocator runs once in each position and right after
-# each of the other three once. That matters here: on a VM that hands freed
-# memory back to its host, a run's page faults (huge-page faults most) cost
-# more or less depending on what ran just before it. (Until after 838c8c1 the
-# order rotated by one place each round, which keeps the cyclic order, so
-# within a workload each allocator nearly always followed the same peer.)
-# Use a multiple of 4 rounds for a balanced order. With an odd number of
-# allocators a square is not enough: its rows alternate with their mirror
-# images, and 2n rounds make the balanced set.
-# At scale 1 one round takes about a minute on 2 cores.
+# The order of the allocators changes each round along a Williams Latin
+# square: with n allocators (n even), over n rounds each one runs once in
+# each position and right after each of the others once. That matters here:
+# on a VM that hands freed memory back to its host, a run's page faults
+# (huge-page faults most) cost more or less depending on what ran just
+# before it. (Until after 838c8c1 the order rotated by one place each round,
+# which keeps the cyclic order, so within a workload each allocator nearly
+# always followed the same peer.) For an odd n a square is not enough:
+# rounds 1..n run its rows and rounds n+1..2n the same rows backwards, and
+# the 2n rounds together are balanced (each ordered pair side by side
+# twice). Use a multiple of n rounds (2n for odd n); the script warns
+# otherwise.
+# At scale 1 one round of the nine workloads takes about a minute on 2 cores
+# with four allocators.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +41,11 @@ WORKLOADS=${WORKLOADS:-"btree hashmap strings workqueue prodcons larson churn ve
 RUN_TIMEOUT=${RUN_TIMEOUT:-600}
 ALLOCATORS=${ALLOCATORS:-"system jemalloc mimalloc poolmalloc"}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
+ALLOCATOR_COUNT=$(wc -w <<<"$ALLOCATORS")
+BALANCED_PERIOD=$((ALLOCATOR_COUNT % 2 == 1 ? 2 * ALLOCATOR_COUNT : ALLOCATOR_COUNT))
+if ((ROUNDS % BALANCED_PERIOD != 0)); then
+    echo "note: $ROUNDS rounds of $ALLOCATOR_COUNT allocators is not a balanced order (use a multiple of $BALANCED_PERIOD)" >&2
+fi
 RESULTS=${1:-$TARGET_DIR/compare/results.txt}
 
 cargo build --release -p poolmalloc-compare --bins
@@ -93,7 +101,7 @@ for round in $(seq 1 "$ROUNDS"); do
             if [[ $alloc == poolmalloc-hugepages ]]; then
                 bin=w_poolmalloc settings=(POOLMALLOC_HUGE_PAGES=1)
             fi
-            if line=$(env "${settings[@]}" timeout "$RUN_TIMEOUT" "$BIN_DIR/$bin" "$workload" "$SCALE" 2>"$STDERR_LOG"); then
+            if line=$(env ${settings[@]+"${settings[@]}"} timeout "$RUN_TIMEOUT" "$BIN_DIR/$bin" "$workload" "$SCALE" 2>"$STDERR_LOG"); then
                 line="round=$round ${line/alloc=poolmalloc /alloc=$alloc }"
             else
                 rc=$?

@@ -319,16 +319,19 @@
 //! ## Where the design falls short
 //! In the last full run (c8c1dd7's allocator code, 20 rounds, each
 //! allocator following every other equally often; BENCHMARKS.md has the
-//! numbers) poolmalloc is first on eight of the nine whole programs and
-//! level with jemalloc on hashmap (0.533 s against 0.534). Earlier runs
-//! put mimalloc ahead on btree and the work queue and jemalloc on hashmap;
-//! those margins come from three limits of the design:
+//! numbers) poolmalloc is first on eight of the nine whole programs, the
+//! work queue by less than that workload's noise, and level with jemalloc
+//! on hashmap (jemalloc 0.533 s, poolmalloc 0.534). A 40-round run of
+//! those three alone right after had jemalloc 4% ahead on hashmap, btree
+//! level with mimalloc, and mimalloc ahead on the work queue; earlier runs
+//! put mimalloc ahead on btree. Two limits of the design and one property
+//! of a workload explain those margins:
 //! - **Frees touch metadata and the block.** A free reads the span-head
 //!   table and the pool descriptor, and writes the free-list link into the
 //!   block. jemalloc's sized free puts the pointer in a per-thread array and
 //!   touches neither, which is most of its lead on hashmap in earlier runs
 //!   (0.456 s against 0.480 at fdbe63d). A thread cache was
-//!   built in full (session 8: per class a stack of freed pointers, filed
+//!   built in full on c8c1dd7 (per class a stack of freed pointers, filed
 //!   by the layout's class, bounded by count and bytes, drained half at a
 //!   time to the pools, at thread exit and in `collect`, with its own line
 //!   in the statistics) and not kept. It ran hashmap 7-18% faster but
@@ -350,9 +353,9 @@
 //!   fewer TLB misses (1.261 s against 1.391 in the fdbe63d run). On this
 //!   VM a huge-page fault costs far more right after a process that used
 //!   small pages, so only a run where every build follows every other
-//!   equally often can judge `POOLMALLOC_HUGE_PAGES`. In that run it made
-//!   hashmap 4% faster, btree 10% slower and idle's 1 GiB fill 6.6 times
-//!   slower (2.75 s against 0.42), so it stays off.
+//!   equally often can judge `POOLMALLOC_HUGE_PAGES`. In the balanced run
+//!   it made hashmap 4% faster, btree 10% slower and idle's 1 GiB fill 6.6
+//!   times slower (2.75 s against 0.42), so it stays off.
 //! - **The work queue's time is a scheduling mode** (sleeps in std's
 //!   channel and mutex on 2 CPUs). In the 20-round run, the same build
 //!   under two names (the huge-page setting does nothing below 64 arenas)
