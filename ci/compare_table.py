@@ -6,7 +6,9 @@
 The results file has one run per line, `key=value` fields separated by
 spaces (see compare/src/lib.rs); lines starting with `#` are comments.
 Ratios are to poolmalloc's median: above 1 means poolmalloc was faster
-(time) or smaller (RSS). Python 3 standard library only; ci/chart.py
+(time) or smaller (RSS). The middle half of the times (25th to 75th
+percentile) shows how far runs spread: on this machine some workloads
+are bimodal, and a gap between medians inside that spread means little. Python 3 standard library only; ci/chart.py
 imports the parsing from here.
 """
 
@@ -53,6 +55,10 @@ def summarize(runs):
                 values = [float(r[metric]) for r in ok if metric in r]
                 if values:
                     summary[metric] = statistics.median(values)
+            times = [float(r["secs"]) for r in ok if "secs" in r]
+            if len(times) >= 2:
+                quartiles = statistics.quantiles(times, n=4)
+                summary["secs_middle_half"] = (quartiles[0], quartiles[2])
             table[workload][alloc] = summary
     return table
 
@@ -97,19 +103,20 @@ def note(workload, summary, check_mismatch):
 
 def markdown(table):
     lines = [
-        "| workload | allocator | runs | time (s) | time / poolmalloc | peak RSS (MiB) | peak / poolmalloc "
-        "| user / sys CPU (s) | minor faults | notes |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|---|",
+        "| workload | allocator | runs | time (s) | middle half (s) | time / poolmalloc | peak RSS (MiB) "
+        "| peak / poolmalloc | user / sys CPU (s) | minor faults | notes |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for workload, by_alloc in table.items():
         all_checks = set().union(*(s["checks"] for s in by_alloc.values()))
         for alloc in ordered_allocators(by_alloc):
             s = by_alloc[alloc]
             secs = "n/a" if "secs" not in s else f"{s['secs']:.3f}"
+            middle = "n/a" if "secs_middle_half" not in s else "{:.3f}-{:.3f}".format(*s["secs_middle_half"])
             cpu = "n/a" if "user_secs" not in s else f"{s['user_secs']:.2f} / {s['sys_secs']:.2f}"
             faults = "n/a" if "minflt" not in s else f"{s['minflt']:.0f}"
             lines.append(
-                f"| {workload} | {alloc} | {s['runs']} | {secs} | {fmt_ratio(ratio(by_alloc, alloc, 'secs'))} "
+                f"| {workload} | {alloc} | {s['runs']} | {secs} | {middle} | {fmt_ratio(ratio(by_alloc, alloc, 'secs'))} "
                 f"| {fmt_mib(s.get('peak_rss_kib'))} | {fmt_ratio(ratio(by_alloc, alloc, 'peak_rss_kib'))} "
                 f"| {cpu} | {faults} | {note(workload, s, len(all_checks) > 1)} |"
             )
