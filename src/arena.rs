@@ -394,7 +394,7 @@ pub fn acquire_pool(class: Class, pools: usize, owner: usize, counters: &HeapCou
 
 /// Gives spans back to their arenas in one hold of the arena lock: the
 /// lists `dirty` and `clean`, each linked by `next_available` (either may be
-/// null). Pools on `dirty` may have resident pages; those on `clean` the
+/// null; with both null it takes no lock). Pools on `dirty` may have resident pages; those on `clean` the
 /// purger purged while they were kept. Dirty pages stay resident until the
 /// arena has been quiet for the purge delay. Empty arenas stay mapped until
 /// then too, so a program that frees and reallocates in waves does not pay
@@ -408,6 +408,9 @@ pub fn acquire_pool(class: Class, pools: usize, owner: usize, counters: &HeapCou
 /// out, not kept (or claimed back), owned by the heap whose `counters` these
 /// are, and on no other list.
 pub unsafe fn release_pools(dirty: *mut Pool, clean: *mut Pool, counters: &HeapCounters) {
+    if dirty.is_null() && clean.is_null() {
+        return;
+    }
     let now = decay::now_ms();
     let mut released_dirty = 0;
     let mut arenas = ARENAS.lock();

@@ -382,7 +382,7 @@ fn release_kept(heap: &Heap, wait: bool) {
     let (dirty, clean) = claim_all_kept(heap, wait);
     // SAFETY: unused, claimed back from the purger, off the heap's lists
     // (linked only to each other), and this heap's.
-    unsafe { release_pools(heap, dirty, clean) };
+    unsafe { arena::release_pools(dirty, clean, &heap.counters) };
 }
 
 /// Takes the heap's Kept pools off its kept lists and claims them back from
@@ -424,17 +424,6 @@ fn claim_all_kept(heap: &Heap, wait: bool) -> (*mut Pool, *mut Pool) {
     }
     heap.kept_pools.set(still_kept);
     (dirty, clean)
-}
-
-/// [`arena::release_pools`] for this heap's lists, if either holds a pool.
-///
-/// # Safety
-/// As for `arena::release_pools`, with `heap`'s counters.
-unsafe fn release_pools(heap: &Heap, dirty: *mut Pool, clean: *mut Pool) {
-    if !dirty.is_null() || !clean.is_null() {
-        // SAFETY: forwarded from the caller.
-        unsafe { arena::release_pools(dirty, clean, &heap.counters) };
-    }
 }
 
 /// The slow path after a free (local, or remote ones taken back) drove the
@@ -658,7 +647,7 @@ fn sweep(heap: &Heap) {
     }
     // SAFETY: unused, claimed back or taken off the active slots, off every
     // other list, and this heap's.
-    unsafe { release_pools(heap, dirty, clean) };
+    unsafe { arena::release_pools(dirty, clean, &heap.counters) };
 }
 
 fn alloc_shared(class: Class, size: Requested) -> *mut u8 {
