@@ -63,6 +63,14 @@ impl PendingList {
 
     /// Takes every pool off the list. Owner only.
     pub fn take_all(&self) -> TakenPools {
+        // A load first: the list is mostly empty when the refill path looks,
+        // and on x86 the swap is a full barrier that waits for every store in
+        // flight, such as a memset of a cold block just handed out. A push
+        // the load misses is taken next time; the idle hand-over does not
+        // rely on this (see `is_empty`).
+        if self.head.load(Ordering::Relaxed).is_null() {
+            return TakenPools { next: ptr::null_mut() };
+        }
         TakenPools { next: self.head.swap(ptr::null_mut(), Ordering::AcqRel) }
     }
 }
