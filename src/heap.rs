@@ -32,7 +32,9 @@ use crossbeam_utils::CachePadded;
 #[repr(C)]
 pub struct Heap {
     active: [Cell<*mut Pool>; CLASS_COUNT],
+    /// Per class, Available pools, oldest first (see the crate docs).
     available: [Cell<*mut Pool>; CLASS_COUNT],
+    available_tail: [Cell<*mut Pool>; CLASS_COUNT],
     /// Per class, Kept pools (singly linked by `next_available`).
     kept: [Cell<*mut Pool>; CLASS_COUNT],
     /// Pools in the spans on the kept lists.
@@ -87,6 +89,7 @@ impl Heap {
         Self {
             active: [const { Cell::new(ptr::from_ref(&EMPTY_POOL.0).cast_mut()) }; CLASS_COUNT],
             available: [const { Cell::new(ptr::null_mut()) }; CLASS_COUNT],
+            available_tail: [const { Cell::new(ptr::null_mut()) }; CLASS_COUNT],
             kept: [const { Cell::new(ptr::null_mut()) }; CLASS_COUNT],
             kept_pools: Cell::new(0),
             kept_cap: Cell::new(MIN_KEPT_POOLS),
@@ -443,16 +446,19 @@ fn settle(heap: &Heap, pool: &Pool) {
 }
 
 fn make_available(heap: &Heap, pool: &Pool) {
-    let list = &heap.available[pool.class()];
-    let head = list.get();
-    pool.next_available.set(head);
-    pool.prev_available.set(ptr::null_mut());
-    if !head.is_null() {
+    let tail = &heap.available_tail[pool.class()];
+    let last = tail.get();
+    let this = ptr::from_ref(pool).cast_mut();
+    pool.next_available.set(ptr::null_mut());
+    pool.prev_available.set(last);
+    if last.is_null() {
+        heap.available[pool.class()].set(this);
+    } else {
         // SAFETY: listed pools are live pools this heap owns.
-        unsafe { (*head).prev_available.set(ptr::from_ref(pool).cast_mut()) };
+        unsafe { (*last).next_available.set(this) };
     }
     pool.set_state(PoolState::Available);
-    list.set(ptr::from_ref(pool).cast_mut());
+    tail.set(this);
 }
 
 fn unlink_available(heap: &Heap, pool: &Pool) {
@@ -463,7 +469,9 @@ fn unlink_available(heap: &Heap, pool: &Pool) {
         // SAFETY: listed pools are live pools this heap owns.
         unsafe { (*prev).next_available.set(next) };
     }
-    if !next.is_null() {
+    if next.is_null() {
+        heap.available_tail[pool.class()].set(prev);
+    } else {
         // SAFETY: as above.
         unsafe { (*next).prev_available.set(prev) };
     }
@@ -997,6 +1005,7 @@ pub fn check_current() {
             pool = p.next_available.get();
         }
         let mut pool = h.available[class].get();
+        let mut last = ptr::null_mut();
         while !pool.is_null() {
             // SAFETY: available pools are pools this heap owns.
             let p = unsafe { &*pool };
@@ -1009,8 +1018,14 @@ pub fn check_current() {
                 // SAFETY: as above.
                 assert_eq!(unsafe { (*next).prev_available.get() }, pool);
             }
+            last = pool;
             pool = next;
         }
+        assert_eq!(h.available_tail[class].get(), last, "available list tail");
     }
     assert_eq!(kept_pools, h.kept_pools.get(), "kept pool count");
 }
+
+// The unit tests use real atomics; under loom only the models run.
+#[cfg(all(test, not(loom)))]
+mod tests;

@@ -102,7 +102,11 @@
 //!
 //! - **Active**: `heap.active[class]`; the fast path pops from it.
 //! - **Available**: on `heap.available[class]` (doubly linked), with free
-//!   blocks.
+//!   blocks, oldest first: a pool joins at the tail when its first block
+//!   comes back, and the refill takes the head, which has had the longest
+//!   to gather free blocks. Taking the newest instead (pymalloc's order)
+//!   took a pool with one or two free blocks: in compare/'s hashmap 0.98M of
+//!   2M allocations went to the refill path, against 0.33M oldest first.
 //! - **Full**: on no list (pymalloc's full pools).
 //! - **Kept**: on `heap.kept[class]`, every block free and forgotten: when
 //!   the heap needs a pool of the class again it carves this one afresh,
