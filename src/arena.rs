@@ -522,6 +522,8 @@ fn purge_arenas(now: u64, force: bool) -> Option<u64> {
                         break 'walk;
                     }
                     arenas.unlink(a);
+                    // Uncounted as it leaves the lists (see `check`).
+                    OS_COUNTERS.dirty_pools_purged(a.dirty_mask.get().count_ones() as usize * POOL_SIZE, 0);
                     doomed[doomed_count] = arena;
                     doomed_count += 1;
                 } else if a.dirty_mask.get() != 0 {
@@ -567,14 +569,9 @@ fn purge_arenas(now: u64, force: bool) -> Option<u64> {
                     purge_pages(after.0, after.1);
                 }
             }
-            let header_kept = if mask & (1 << header) != 0 { HEADER_BYTES } else { 0 };
-            OS_COUNTERS.dirty_pools_purged(mask.count_ones() as usize * POOL_SIZE, header_kept);
         }
         for &arena in &doomed[..doomed_count] {
             // SAFETY: an unlinked empty arena: no pool of it is in use.
-            let dirty = unsafe { (*arena).dirty_mask.get() };
-            OS_COUNTERS.dirty_pools_purged(dirty.count_ones() as usize * POOL_SIZE, 0);
-            // SAFETY: as above.
             unsafe { unmap_arena(arena) };
         }
         let mut arenas = ARENAS.lock();
@@ -583,6 +580,11 @@ fn purge_arenas(now: u64, force: bool) -> Option<u64> {
             let a = unsafe { &*arena };
             arenas.set_free_mask(a, a.free_mask.get() | mask);
             a.reserved_mask.set(a.reserved_mask.get() & !mask);
+            // In the same hold as the masks, so the dirty count always
+            // equals the dirty and reserved pools (`check`); a fork child
+            // that returns reserved pools as dirty keeps them counted.
+            let header_kept = if mask & (1 << header_pool(a.base())) != 0 { HEADER_BYTES } else { 0 };
+            OS_COUNTERS.dirty_pools_purged(mask.count_ones() as usize * POOL_SIZE, header_kept);
         }
     }
 }
@@ -909,9 +911,10 @@ impl Arenas {
 }
 
 /// Checks the arena lists against the free masks and the `nonempty` masks,
-/// and the free masks and the
-/// header-pool class against each other (`debug-invariants`): only fields
-/// written under the lock held here. Returns the number of arenas.
+/// the free masks and the header-pool class against each other, and the
+/// dirty byte count against the dirty and reserved pools
+/// (`debug-invariants`): only values written under the lock held here.
+/// Returns the number of arenas.
 #[cfg(feature = "debug-invariants")]
 pub fn check() -> usize {
     // Failures abort with a message rather than panic: a panic allocates,
@@ -923,6 +926,7 @@ pub fn check() -> usize {
     }
     let arenas = ARENAS.lock();
     let mut total = 0;
+    let mut dirty_or_reserved = 0;
     for (list, head) in arenas.lists.iter().enumerate() {
         let listed = arenas.nonempty[list / RUN_LISTS] & 1 << (list % RUN_LISTS) != 0;
         require(listed != head.is_null(), "arena check: a nonempty mask out of step with its list");
@@ -940,6 +944,7 @@ pub fn check() -> usize {
         let (free, dirty) = (a.free_mask.get(), a.dirty_mask.get());
         require(dirty & !free == 0, "arena check: a dirty pool that is not free");
         require(a.reserved_mask.get() & free == 0, "arena check: a reserved pool on the free mask");
+        dirty_or_reserved += (dirty | a.reserved_mask.get()).count_ones() as usize;
         // A span starts at the header pool exactly when that pool is in
         // use: no other span may contain it (`find_span`). A header pool a
         // purge has reserved looks in use too, so only check when it is not.
@@ -958,6 +963,11 @@ pub fn check() -> usize {
         }
         total += 1;
     });
+    // Pools a purge pass has reserved stay counted until it gives them back.
+    require(
+        OS_COUNTERS.dirty_pool_bytes.load(Ordering::Relaxed) == dirty_or_reserved * POOL_SIZE,
+        "arena check: the dirty byte count differs from the dirty and reserved pools",
+    );
     total
 }
 
