@@ -46,6 +46,10 @@ pub struct Arena {
     /// pass's stack, so that a forked child, where the pass does not go on,
     /// can take the pools back (`abandon_purge_claims`).
     reserved_mask: Cell<u16>,
+    /// Bit `i` set: pool `i` has been handed out since the arena was mapped,
+    /// so its memory may not read as zero (purging is not counted on: it
+    /// skips partial pages).
+    touched_mask: Cell<u16>,
     /// When a pool of this arena was last released (ms, monotonic): dirty
     /// pools are purged once the arena has been quiet for the purge delay.
     released_at: Cell<u64>,
@@ -83,6 +87,7 @@ impl Arena {
             free_mask: Cell::new(ALL_POOLS_FREE),
             dirty_mask: Cell::new(0),
             reserved_mask: Cell::new(0),
+            touched_mask: Cell::new(0),
             released_at: Cell::new(0),
             header_span_class: Cell::new(NO_CLASS),
             prev: Cell::new(ptr::null_mut()),
@@ -371,6 +376,8 @@ pub fn acquire_pool(class: Class, pools: usize, owner: usize, counters: &HeapCou
     arenas.set_free_mask(a, a.free_mask.get() & !run);
     let reused_dirty = a.dirty_mask.get() & run;
     a.dirty_mask.set(a.dirty_mask.get() & !run);
+    let untouched = a.touched_mask.get() & run == 0;
+    a.touched_mask.set(a.touched_mask.get() | run);
     let base = a.base();
     let at_header = first == header_pool(base);
     if at_header {
@@ -389,6 +396,9 @@ pub fn acquire_pool(class: Class, pools: usize, owner: usize, counters: &HeapCou
     }
     let start = base + first * POOL_SIZE + if at_header { HEADER_BYTES } else { 0 };
     pool.init(class, start as *mut u8, blocks, pools, owner);
+    if untouched {
+        pool.mark_untouched();
+    }
     ptr::from_ref(pool).cast_mut()
 }
 

@@ -161,6 +161,64 @@ pub fn alloc(class: Class, size: Requested) -> *mut u8 {
     }
 }
 
+/// [`alloc`], the block cleared to `bytes` zero bytes. A block carved from
+/// memory untouched since it was mapped is zero already but for its link
+/// word (`Pool::free_is_zero`): only that is cleared, so the pages of a
+/// fresh `vec![0; n]` stay untouched until used, as with a fresh mapping.
+#[inline(always)]
+pub fn alloc_zeroed(class: Class, size: Requested, bytes: usize) -> *mut u8 {
+    let heap = current();
+    // SAFETY: as in `alloc`.
+    unsafe {
+        let pool = (*heap).active.get_unchecked(class).get();
+        if (*pool).free.get().is_null() {
+            return alloc_zeroed_slow(heap, class, size, bytes);
+        }
+        (*heap).counters.on_alloc(class, size);
+        let only_link = (*pool).free_is_zero();
+        let block = (*pool).pop();
+        clear(block, bytes, only_link);
+        block
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn alloc_zeroed_slow(heap: *const Heap, class: Class, size: Requested, bytes: usize) -> *mut u8 {
+    let block = alloc_slow(heap, class, size);
+    if block.is_null() {
+        return block;
+    }
+    // A refill pops from the active pool of the thread's heap right after
+    // installing its list, so that pool's flag still describes the block;
+    // the shared heap's blocks (not the current heap's) are cleared in full.
+    // SAFETY: `block` is a live pool block; `current()` is EMPTY_HEAP or
+    // this thread's heap, whose active pools are live.
+    unsafe {
+        let pool = arena::pool_of(block);
+        let only_link = ptr::eq(pool, (*current()).active[class].get()) && (*pool).free_is_zero();
+        clear(block, bytes, only_link);
+    }
+    block
+}
+
+/// Zeroes `bytes` bytes of `block`, or only its link word if the rest is
+/// known to be zero.
+///
+/// # Safety
+/// `block` is a block this thread was just handed, of at least `bytes` bytes.
+#[inline(always)]
+unsafe fn clear(block: *mut u8, bytes: usize, only_link: bool) {
+    // SAFETY: a block holds its link word (8 bytes or more) and `bytes`.
+    unsafe {
+        if only_link {
+            block.cast::<*mut Block>().write(ptr::null_mut());
+        } else {
+            ptr::write_bytes(block, 0, bytes);
+        }
+    }
+}
+
 /// Frees a block from a pool.
 ///
 /// Expected: find the pool (mask, shift, one load), compare its owner with

@@ -69,6 +69,51 @@ fn zeroed_allocations_of_every_class_are_zero() {
     }
 }
 
+/// `alloc_zeroed` after every way a block comes back: freed by its own
+/// thread, by another thread, with its pool kept and carved afresh, and with
+/// its pool given back to its arena (`collect`) and handed out again.
+#[test]
+fn zeroed_allocations_are_zero_after_every_kind_of_reuse() {
+    const COUNT: usize = 64;
+    fn zeroed(layout: Layout) -> Vec<usize> {
+        (0..COUNT)
+            .map(|_| unsafe {
+                let p = A.alloc_zeroed(layout);
+                assert!(!p.is_null());
+                let bytes = std::slice::from_raw_parts(p, layout.size());
+                assert!(bytes.iter().all(|&b| b == 0), "size {} not zero", layout.size());
+                p as usize
+            })
+            .collect()
+    }
+    fn dirty(layout: Layout) -> Vec<usize> {
+        (0..COUNT)
+            .map(|_| unsafe {
+                let p = A.alloc(layout);
+                std::ptr::write_bytes(p, 0xEE, layout.size());
+                p as usize
+            })
+            .collect()
+    }
+    fn free(blocks: Vec<usize>, layout: Layout) {
+        blocks.into_iter().for_each(|p| unsafe { A.dealloc(p as *mut u8, layout) });
+    }
+    for size in sizes().step_by(13).chain([8, 16, 1024, 2048, 32768]) {
+        let layout = Layout::from_size_align(size, 8).unwrap();
+        // Freed here: on the pools' local lists, or the pools kept.
+        free(dirty(layout), layout);
+        free(zeroed(layout), layout);
+        // Freed by another thread, taken back by this one.
+        let blocks = dirty(layout);
+        std::thread::spawn(move || free(blocks, layout)).join().unwrap();
+        free(zeroed(layout), layout);
+        // Pools back to their arenas (purged or not), then handed out again.
+        free(dirty(layout), layout);
+        poolmalloc::collect();
+        free(zeroed(layout), layout);
+    }
+}
+
 #[test]
 fn huge_alignments_small_and_large() {
     for align_shift in 13..=30 {
