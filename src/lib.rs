@@ -330,15 +330,17 @@
 //! together fill the arenas, so the identity is a check, not a remainder.
 //!
 //! ## Where the design falls short
-//! In the last full run (c8c1dd7's allocator code, 20 rounds, each
+//! In the last full run (6d619b7's allocator code, 20 rounds, each
 //! allocator following every other equally often; BENCHMARKS.md has the
-//! numbers) poolmalloc is first on eight of the nine whole programs, the
-//! work queue by less than that workload's noise, and level with jemalloc
-//! on hashmap (jemalloc 0.533 s, poolmalloc 0.534). A 40-round run of
-//! those three alone right after had jemalloc 4% ahead on hashmap, btree
-//! level with mimalloc, and mimalloc ahead on the work queue; earlier runs
-//! put mimalloc ahead on btree. Two limits of the design and one property
-//! of a workload explain those margins:
+//! numbers) poolmalloc is first on seven of the nine whole programs, level
+//! with mimalloc and jemalloc on hashmap (0.563 s against 0.559 and 0.572),
+//! and behind mimalloc on btree (1.453 s against 1.363). On both,
+//! callgrind counts fewer instructions for poolmalloc (hashmap 843M
+//! against jemalloc's 924M; btree 542M against mimalloc's 558M) and as many
+//! simulated cache misses, so what separates them is outside that model:
+//! mimalloc's huge pages (below) and the machine's noise (middle halves of
+//! the rounds overlapping almost entirely). Two limits of the design and
+//! one property of a workload explain the margins:
 //! - **Frees touch metadata and the block.** A free reads the span-head
 //!   table and the pool descriptor, and writes the free-list link into the
 //!   block. jemalloc's sized free puts the pointer in a per-thread array and
@@ -363,7 +365,8 @@
 //!   built on, so the cache went.
 //! - **4 KiB pages.** mimalloc advises its whole 1 GiB reservation for huge
 //!   pages; when the VM's huge-page faults are cheap its btree runs with
-//!   fewer TLB misses (1.261 s against 1.391 in the fdbe63d run). On this
+//!   fewer TLB misses (1.261 s against 1.391 in the fdbe63d run, 1.363
+//!   against 1.453 with 0.03 s of system time in the 6d619b7 run). On this
 //!   VM a huge-page fault costs far more right after a process that used
 //!   small pages, so only a run where every build follows every other
 //!   equally often can judge `POOLMALLOC_HUGE_PAGES`. In the balanced run
