@@ -8,8 +8,8 @@ spaces (see compare/src/lib.rs); lines starting with `#` are comments.
 Ratios are to poolmalloc's median: above 1 means poolmalloc was faster
 (time) or smaller (RSS). The middle half of the times (25th to 75th
 percentile) shows how far runs spread: on this machine some workloads
-are bimodal, and a gap between medians inside that spread means little. Python 3 standard library only; ci/chart.py
-imports the parsing from here.
+are bimodal, and a gap between medians inside that spread means little.
+Python 3 standard library only; ci/chart.py imports the parsing from here.
 """
 
 import statistics

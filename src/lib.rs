@@ -520,26 +520,26 @@ unsafe impl GlobalAlloc for PoolMalloc {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let size = layout.size();
-        if size <= MAX_SMALL_SIZE && layout.align() <= MIN_ALIGN {
+        let (size, align) = (layout.size(), layout.align());
+        if size <= MAX_SMALL_SIZE && align <= MIN_ALIGN {
             // As in `alloc`; fresh blocks are not cleared twice.
-            return match size_class::class_for(size, layout.align()) {
+            return match size_class::class_for(size, align) {
                 Some(class) => heap::alloc_zeroed(class, counters::Requested::new(size), size),
                 None => ptr::null_mut(),
             };
         }
-        if is_pool_block(layout.size(), layout.align()) {
+        if is_pool_block(size, align) {
             // SAFETY: forwarded from the caller.
             let p = unsafe { self.alloc(layout) };
             if !p.is_null() {
                 // SAFETY: the block holds at least `size` bytes.
-                unsafe { ptr::write_bytes(p, 0, layout.size()) };
+                unsafe { ptr::write_bytes(p, 0, size) };
             }
             p
         } else {
-            counters::count_large_alloc(layout.size());
+            counters::count_large_alloc(size);
             // Fresh mappings are zero already; cached ones are cleared.
-            large::alloc(layout.size(), layout.align(), true)
+            large::alloc(size, align, true)
         }
     }
 
