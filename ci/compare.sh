@@ -9,8 +9,9 @@
 #   SCALE       work multiplier passed to each run (default 1; 0.02 for a smoke test)
 #   RUN_TIMEOUT seconds before one run is killed and recorded as failed (default 600)
 #   ALLOCATORS  space-separated (default: system jemalloc mimalloc poolmalloc);
-#               `poolmalloc-hugepages` adds poolmalloc run with
-#               POOLMALLOC_HUGE_PAGES=1, a fifth column for deciding that default
+#               also `poolmalloc-smallpages` (poolmalloc's binary run with
+#               POOLMALLOC_HUGE_PAGES=0) and `poolmalloc-hugepages` (=2),
+#               extra columns for judging the huge-page default
 #
 # Builds the `w_<allocator>` binaries of compare/ in release, runs them
 # interleaved (for each round, each workload, every allocator one after
@@ -96,11 +97,12 @@ round_order() {
 for round in $(seq 1 "$ROUNDS"); do
     for workload in $WORKLOADS; do
         for alloc in $(round_order "$round"); do
-            # `poolmalloc-hugepages` is poolmalloc's binary with huge pages on.
+            # The poolmalloc-* columns are poolmalloc's binary with a setting.
             bin=w_$alloc settings=()
-            if [[ $alloc == poolmalloc-hugepages ]]; then
-                bin=w_poolmalloc settings=(POOLMALLOC_HUGE_PAGES=1)
-            fi
+            case $alloc in
+            poolmalloc-smallpages) bin=w_poolmalloc settings=(POOLMALLOC_HUGE_PAGES=0) ;;
+            poolmalloc-hugepages) bin=w_poolmalloc settings=(POOLMALLOC_HUGE_PAGES=2) ;;
+            esac
             if line=$(env ${settings[@]+"${settings[@]}"} timeout "$RUN_TIMEOUT" "$BIN_DIR/$bin" "$workload" "$SCALE" 2>"$STDERR_LOG"); then
                 line="round=$round ${line/alloc=poolmalloc /alloc=$alloc }"
             else

@@ -18,7 +18,7 @@ use crate::config::{
     POOL_SIZE, POOLS_PER_ARENA,
 };
 use crate::counters::{HeapCounters, OS_COUNTERS};
-use crate::decay;
+use crate::decay::{self, HugePages};
 use crate::os;
 use crate::pool::{Pool, PurgeClaim};
 use crate::size_class::{self, Class};
@@ -216,9 +216,14 @@ struct Arenas {
     /// has arenas.
     nonempty: [u16; POOLS_PER_ARENA + 1],
     /// Address space for arenas in the current chunk, not yet handed out:
-    /// `[chunk_next, chunk_end)` (see `map_arena_memory`).
+    /// `[chunk_next, chunk_end)` (see `map_chunk`).
     chunk_next: usize,
     chunk_end: usize,
+    /// A whole chunk mapped while another thread was mapping one too, to
+    /// use when the current one is used up; 0 if none.
+    spare_chunk: usize,
+    /// Whether the next chunks may be advised for huge pages.
+    huge_pages: HugePageProbe,
 }
 
 // SAFETY: the raw pointers are only followed under the lock.
@@ -229,6 +234,8 @@ static ARENAS: Lock<Arenas> = Lock::new(Arenas {
     nonempty: [0; POOLS_PER_ARENA + 1],
     chunk_next: 0,
     chunk_end: 0,
+    spare_chunk: 0,
+    huge_pages: HugePageProbe::new(),
 });
 
 impl Arenas {
@@ -354,20 +361,36 @@ pub fn acquire_pool(class: Class, pools: usize, owner: usize, counters: &HeapCou
     debug_assert!(pools >= 1 && pools <= size_class::class_span_pools(class));
     let header_blocks = size_class::span_blocks(class, pools, true);
     let mut arenas = ARENAS.lock();
-    let (arena, first) = match arenas.find_run(pools, header_blocks != 0) {
-        Some(found) => found,
-        None => {
-            let arena = map_arena(&mut arenas);
-            if arena.is_null() {
+    let (arena, first) = loop {
+        if let Some(found) = arenas.find_run(pools, header_blocks != 0) {
+            break found;
+        }
+        if arenas.out_of_chunks() {
+            // Map the next chunk with the lock dropped (see `map_chunk`),
+            // then look again: other threads may have made room meanwhile.
+            let huge = arenas.next_chunk_huge();
+            drop(arenas);
+            let (chunk, first_fault_ns) = map_chunk(huge);
+            arenas = ARENAS.lock();
+            if chunk.is_null() {
                 return ptr::null_mut();
             }
-            arenas.link(arena);
-            // SAFETY: just mapped and linked; the lock is held.
-            match unsafe { (*arena).find_span(pools, header_blocks != 0) } {
-                Some(first) => (arena, first),
-                // Unreachable: a span fits in an empty arena (asserted above).
-                None => return ptr::null_mut(),
+            if huge {
+                arenas.huge_pages.record(first_fault_ns);
             }
+            arenas.add_chunk(chunk);
+            continue;
+        }
+        let arena = map_arena(&mut arenas);
+        if arena.is_null() {
+            return ptr::null_mut();
+        }
+        arenas.link(arena);
+        // SAFETY: just mapped and linked; the lock is held.
+        match unsafe { (*arena).find_span(pools, header_blocks != 0) } {
+            Some(first) => break (arena, first),
+            // Unreachable: a span fits in an empty arena (asserted above).
+            None => return ptr::null_mut(),
         }
     };
     // SAFETY: `arena` is a live header and the lock is held.
@@ -672,66 +695,160 @@ fn purge_kept(now: u64, force: bool) -> Option<u64> {
 /// Arenas are mapped in chunks of this size (aligned to it: one transparent
 /// huge page) and handed out one at a time.
 const CHUNK_SIZE: usize = 2 << 20;
-/// The heap size (in arenas) from which new chunks are advised for
-/// transparent huge pages, when `POOLMALLOC_HUGE_PAGES=1`.
+/// The heap size (in arenas) from which new chunks may be advised for
+/// transparent huge pages.
 const HUGE_PAGE_AFTER_ARENAS: usize = 64;
 const _: () = assert!(CHUNK_SIZE % ARENA_SIZE == 0);
 
-/// Address space for one more arena, cut from the current chunk; null if
-/// the OS has none.
-///
 /// Why chunks: every `mmap` and `munmap` takes the process's memory-map lock
 /// for writing, which stalls the page faults of every other thread, and an
-/// aligned arena of its own costs three such calls (a map and two trims),
-/// made under the arena lock. A chunk costs three per eight arenas. The
-/// statistics count an arena as mapped once handed out; the rest of the
-/// current chunk (at most 1.75 MiB of untouched address space) is not
-/// counted.
+/// aligned arena of its own costs three such calls (a map and two trims).
+/// A chunk costs three per eight arenas, made with the arena lock dropped
+/// (`acquire_pool`). The statistics count an arena as mapped once handed
+/// out; the rest of the current chunk and a spare one (at most 3.75 MiB of
+/// address space) are not counted.
 ///
-/// With `POOLMALLOC_HUGE_PAGES=1`, chunks mapped once the program has
-/// `HUGE_PAGE_AFTER_ARENAS` arenas are advised for transparent huge pages;
-/// all others are advised against them (`MADV_NOHUGEPAGE`), so arenas use
-/// small pages whatever the system-wide THP mode.
-/// Why that is opt-in (measured on a 2-vCPU VM, THP in `madvise` mode): with
-/// it, compare/'s batch of 100k blocks of 1..32 KiB (1.6 GiB, freed in random
-/// order) ran in 19-23 ms a round against 48-55 ms, as TLB misses went away
-/// (mimalloc, which maps huge pages, took 27). But the idle workload's four
-/// threads took 2.5 s instead of 0.37 s to fill 1 GiB: each chunk's first
-/// fault clears 2 MiB while the arena lock is held (on this VM, memory the
-/// host has reclaimed makes that fault slow; mimalloc's fill also varied
-/// from 0.14 to 1.8 s). btree's peak RSS, which rose from 140.2 to 147.5 MiB
-/// while the header kept a whole pool, is now the same either way.
-fn map_arena_memory(arenas: &mut Arenas) -> *mut u8 {
-    if arenas.chunk_next == arenas.chunk_end {
-        let chunk = os::map_aligned(CHUNK_SIZE, CHUNK_SIZE, 0);
-        if chunk.is_null() {
-            return chunk;
-        }
-        // SAFETY: the fresh chunk is ours.
-        unsafe {
-            if OS_COUNTERS.arena_count.load(Ordering::Relaxed) >= HUGE_PAGE_AFTER_ARENAS && decay::settings().huge_pages
-            {
-                os::advise_huge_pages(chunk, CHUNK_SIZE);
-            } else {
-                // A chunk is one aligned huge page: where THP is "always",
-                // the first touch of an arena would make the whole 2 MiB
-                // resident. Small pages unless asked for.
-                os::advise_no_huge_pages(chunk, CHUNK_SIZE);
-            }
-        }
-        arenas.chunk_next = chunk as usize;
-        arenas.chunk_end = chunk as usize + CHUNK_SIZE;
+/// Huge pages (`POOLMALLOC_HUGE_PAGES`, default 1): chunks mapped once the
+/// program has `HUGE_PAGE_AFTER_ARENAS` arenas are advised for transparent
+/// huge pages while their first faults stay fast (`HugePageProbe`); all
+/// others are advised against them (`MADV_NOHUGEPAGE`), so small heaps use
+/// small pages whatever the system-wide THP mode. The first fault of an
+/// advised chunk happens here, timed, outside the arena lock.
+///
+/// Why probe (measured on a 2-vCPU VM, THP in `madvise` mode): a huge page
+/// the kernel has free takes 0.22-0.35 ms to fault, against 0.6-1.4 ms for
+/// 512 small-page faults, and takes the TLB misses away (btree's user time
+/// -4%; compare/'s 1.6 GiB batch of 1..32 KiB blocks 19-23 ms a round
+/// against 48-55). But once the memory freed recently is used up, each one
+/// comes from memory the host has taken back and takes 4.6-5.2 ms (one
+/// btree run: 26 chunks fast, then 34 slow). Advising every chunk made the
+/// idle workload's 4-thread fill of 1 GiB take 2.75 s against 0.42
+/// (faulting under the arena lock, as it then did).
+fn map_chunk(huge: bool) -> (*mut u8, u64) {
+    let chunk = os::map_aligned(CHUNK_SIZE, CHUNK_SIZE, 0);
+    if chunk.is_null() {
+        return (chunk, 0);
     }
-    let base = arenas.chunk_next;
-    arenas.chunk_next += ARENA_SIZE;
-    base as *mut u8
+    let mut first_fault_ns = 0;
+    // SAFETY: the fresh chunk is ours.
+    unsafe {
+        if huge {
+            os::advise_huge_pages(chunk, CHUNK_SIZE);
+            // The first touch: with a huge page free, the kernel clears all
+            // 2 MiB here. It writes a zero to a fresh (zero) byte where the
+            // first arena's header goes, so no content changes.
+            let start = os::now_ns();
+            ptr::write_volatile(header_at(chunk as usize).cast::<u8>(), 0);
+            first_fault_ns = os::now_ns().saturating_sub(start);
+        } else {
+            // A chunk is one aligned huge page: where THP is "always", the
+            // first touch of an arena would make the whole 2 MiB resident.
+            os::advise_no_huge_pages(chunk, CHUNK_SIZE);
+        }
+    }
+    (chunk, first_fault_ns)
 }
 
-fn map_arena(arenas: &mut Arenas) -> *mut Arena {
-    let base = map_arena_memory(arenas);
-    if base.is_null() {
-        return ptr::null_mut();
+impl Arenas {
+    /// True if the next chunk has no address space to cut arenas from.
+    fn out_of_chunks(&self) -> bool {
+        self.chunk_next == self.chunk_end && self.spare_chunk == 0
     }
+
+    /// Whether the chunk about to be mapped gets huge pages.
+    fn next_chunk_huge(&mut self) -> bool {
+        OS_COUNTERS.arena_count.load(Ordering::Relaxed) >= HUGE_PAGE_AFTER_ARENAS
+            && match decay::settings().huge_pages {
+                HugePages::Off => false,
+                HugePages::Always => true,
+                HugePages::Probed => self.huge_pages.advise_next(),
+            }
+    }
+
+    /// Takes a chunk mapped while the lock was dropped: as the current one
+    /// if that is used up, else as the spare; unmapped if both are taken
+    /// (threads raced to map).
+    fn add_chunk(&mut self, chunk: *mut u8) {
+        if self.chunk_next == self.chunk_end {
+            self.chunk_next = chunk as usize;
+            self.chunk_end = chunk as usize + CHUNK_SIZE;
+        } else if self.spare_chunk == 0 {
+            self.spare_chunk = chunk as usize;
+        } else {
+            // SAFETY: the chunk is fresh and nothing was cut from it.
+            unsafe { os::unmap(chunk, CHUNK_SIZE) };
+        }
+    }
+
+    /// Address space for one more arena, cut from the current chunk (or the
+    /// spare, once the current one is used up). The caller checked
+    /// `out_of_chunks`.
+    fn cut_arena(&mut self) -> *mut u8 {
+        if self.chunk_next == self.chunk_end {
+            debug_assert!(self.spare_chunk != 0);
+            self.chunk_next = self.spare_chunk;
+            self.chunk_end = self.spare_chunk + CHUNK_SIZE;
+            self.spare_chunk = 0;
+        }
+        let base = self.chunk_next;
+        self.chunk_next += ARENA_SIZE;
+        base as *mut u8
+    }
+}
+
+/// Huge pages while they come fast: after a huge-page chunk's first fault
+/// took longer than `SLOW_HUGE_FAULT_NS`, the next chunks use small pages,
+/// twice as many after each slow fault in a row (up to
+/// `MAX_SMALL_PAGE_CHUNKS`); a fast one ends the back-off. A fault too fast
+/// to have cleared 2 MiB (`MIN_HUGE_FAULT_NS`: the kernel had no huge page
+/// and mapped a small one) changes nothing.
+struct HugePageProbe {
+    /// Chunks still to map with small pages.
+    skip: u32,
+    /// Chunks to skip after the next slow fault, less than doubled.
+    backoff: u32,
+}
+
+/// About what faulting a chunk in 4 KiB pages costs (512 faults of 1.2-2.7
+/// us on the 2-vCPU VM of BENCHMARKS.md), and between the two kinds of
+/// huge-page faults measured there (see `map_chunk`).
+const SLOW_HUGE_FAULT_NS: u64 = 1_000_000;
+/// Clearing 2 MiB takes longer than this (a small-page fault much less).
+const MIN_HUGE_FAULT_NS: u64 = 50_000;
+const MIN_SMALL_PAGE_CHUNKS: u32 = 2;
+const MAX_SMALL_PAGE_CHUNKS: u32 = 128;
+
+impl HugePageProbe {
+    const fn new() -> Self {
+        HugePageProbe { skip: 0, backoff: 0 }
+    }
+
+    /// Whether the chunk being mapped gets huge pages.
+    fn advise_next(&mut self) -> bool {
+        if self.skip == 0 {
+            return true;
+        }
+        self.skip -= 1;
+        false
+    }
+
+    /// Records how long an advised chunk's first touch took.
+    fn record(&mut self, nanos: u64) {
+        if nanos > SLOW_HUGE_FAULT_NS {
+            self.backoff = (self.backoff * 2).clamp(MIN_SMALL_PAGE_CHUNKS, MAX_SMALL_PAGE_CHUNKS);
+            self.skip = self.backoff;
+            OS_COUNTERS.slow_huge_page_faults.fetch_add(1, Ordering::Relaxed);
+        } else if nanos >= MIN_HUGE_FAULT_NS {
+            self.backoff = 0;
+        }
+        OS_COUNTERS.huge_page_chunks.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A new arena, cut from the chunks (the caller checked `out_of_chunks`);
+/// null if the arena map has no room for it.
+fn map_arena(arenas: &mut Arenas) -> *mut Arena {
+    let base = arenas.cut_arena();
     if !ARENA_MAP.insert(base as usize) {
         // SAFETY: freshly mapped, not handed out.
         unsafe { os::unmap(base, ARENA_SIZE) };
@@ -1074,6 +1191,8 @@ mod tests {
                 nonempty: [0; POOLS_PER_ARENA + 1],
                 chunk_next: 0,
                 chunk_end: 0,
+                spare_chunk: 0,
+                huge_pages: HugePageProbe::new(),
             };
             Self { memory, layout, arenas }
         }
@@ -1167,5 +1286,43 @@ mod tests {
         });
         assert_eq!(seen, 2);
         assert_eq!(arenas.lists[EMPTY_LIST], a0);
+    }
+
+    /// The huge-page back-off: every chunk while first faults are fast;
+    /// after a slow one, 2, 4, 8 ... (at most `MAX_SMALL_PAGE_CHUNKS`)
+    /// small-page chunks before the next try; a fast fault starts over,
+    /// and one too fast to be a huge page changes nothing.
+    #[test]
+    fn slow_huge_page_faults_back_off_and_fast_ones_reset() {
+        const FAST: u64 = MIN_HUGE_FAULT_NS * 4;
+        const SLOW: u64 = SLOW_HUGE_FAULT_NS + 1;
+        let mut probe = HugePageProbe::new();
+        /// Small-page chunks until the next advised one (which it takes).
+        fn skipped(probe: &mut HugePageProbe) -> usize {
+            (0..).take_while(|_| !probe.advise_next()).count()
+        }
+        for _ in 0..3 {
+            assert_eq!(skipped(&mut probe), 0);
+            probe.record(FAST);
+        }
+        assert_eq!(skipped(&mut probe), 0);
+        probe.record(SLOW_HUGE_FAULT_NS);
+        assert_eq!(skipped(&mut probe), 0, "exactly the threshold is not slow");
+        let mut expected = MIN_SMALL_PAGE_CHUNKS as usize;
+        for _ in 0..10 {
+            probe.record(SLOW);
+            assert_eq!(skipped(&mut probe), expected);
+            expected = (expected * 2).min(MAX_SMALL_PAGE_CHUNKS as usize);
+        }
+        assert_eq!(expected, MAX_SMALL_PAGE_CHUNKS as usize);
+        // A small page mapped instead of a huge one is no sign either way.
+        probe.record(MIN_HUGE_FAULT_NS / 2);
+        assert_eq!(skipped(&mut probe), 0);
+        probe.record(SLOW);
+        assert_eq!(skipped(&mut probe), MAX_SMALL_PAGE_CHUNKS as usize);
+        probe.record(FAST);
+        assert_eq!(skipped(&mut probe), 0);
+        probe.record(SLOW);
+        assert_eq!(skipped(&mut probe), MIN_SMALL_PAGE_CHUNKS as usize);
     }
 }

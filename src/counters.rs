@@ -250,6 +250,10 @@ pub(crate) struct OsCounters {
     pub(crate) large_cache_bytes: AtomicUsize,
     pub(crate) large_cache_hits: AtomicUsize,
     pub(crate) purged_bytes: AtomicUsize,
+    /// Arena chunks advised for huge pages.
+    pub(crate) huge_page_chunks: AtomicUsize,
+    /// Of those, chunks whose first fault was slow (see `arena`).
+    pub(crate) slow_huge_page_faults: AtomicUsize,
 }
 
 pub(crate) static OS_COUNTERS: OsCounters = OsCounters {
@@ -264,6 +268,8 @@ pub(crate) static OS_COUNTERS: OsCounters = OsCounters {
     large_cache_bytes: AtomicUsize::new(0),
     large_cache_hits: AtomicUsize::new(0),
     purged_bytes: AtomicUsize::new(0),
+    huge_page_chunks: AtomicUsize::new(0),
+    slow_huge_page_faults: AtomicUsize::new(0),
 };
 
 impl OsCounters {

@@ -26,8 +26,9 @@
 //!   per-thread slots); each thread may also keep one mapping of up to half
 //!   that in its slot;
 //! - `POOLMALLOC_BACKGROUND_PURGE` (default 1): 0 disables the purger thread;
-//! - `POOLMALLOC_HUGE_PAGES` (default 0): 1 advises the 2 MiB chunks arenas
-//!   are cut from for transparent huge pages once the heap passes 16 MiB.
+//! - `POOLMALLOC_HUGE_PAGES` (default 1): once the heap passes 16 MiB, the
+//!   2 MiB chunks arenas are cut from are advised for transparent huge pages
+//!   while their first faults stay fast (1), always (2), or never (0).
 
 use crate::os;
 use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -50,7 +51,7 @@ pub struct Settings {
     /// Whether to run the background purger.
     pub background: bool,
     /// Whether big heaps get arenas in huge-page chunks (see `arena`).
-    pub huge_pages: bool,
+    pub huge_pages: HugePages,
 }
 
 static PURGE_DELAY_MS: AtomicU64 = AtomicU64::new(u64::MAX);
@@ -67,8 +68,8 @@ pub fn settings() -> Settings {
         LARGE_CACHE_BYTES.store((cache_mb.min(1 << 20) as usize) << 20, Ordering::Relaxed);
         let background = os::env_u64(c"POOLMALLOC_BACKGROUND_PURGE").unwrap_or(1) != 0;
         BACKGROUND.store(u32::from(background), Ordering::Relaxed);
-        let huge_pages = os::env_u64(c"POOLMALLOC_HUGE_PAGES").unwrap_or(0) != 0;
-        HUGE_PAGES.store(u32::from(huge_pages), Ordering::Relaxed);
+        let huge_pages = os::env_u64(c"POOLMALLOC_HUGE_PAGES").unwrap_or(1).min(2) as u32;
+        HUGE_PAGES.store(huge_pages, Ordering::Relaxed);
         delay = os::env_u64(c"POOLMALLOC_PURGE_DELAY_MS").unwrap_or(DEFAULT_PURGE_DELAY_MS).min(u64::MAX / 4);
         PURGE_DELAY_MS.store(delay, Ordering::Release);
     }
@@ -76,8 +77,24 @@ pub fn settings() -> Settings {
         purge_delay_ms: delay,
         large_cache_bytes: LARGE_CACHE_BYTES.load(Ordering::Relaxed),
         background: BACKGROUND.load(Ordering::Relaxed) != 0,
-        huge_pages: HUGE_PAGES.load(Ordering::Relaxed) != 0,
+        huge_pages: match HUGE_PAGES.load(Ordering::Relaxed) {
+            0 => HugePages::Off,
+            1 => HugePages::Probed,
+            _ => HugePages::Always,
+        },
     }
+}
+
+/// When the chunks arenas come from are advised for transparent huge pages
+/// (`POOLMALLOC_HUGE_PAGES`; see `arena::map_chunk`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum HugePages {
+    /// Never: 4 KiB pages.
+    Off,
+    /// Past 16 MiB, while huge-page faults stay fast.
+    Probed,
+    /// Past 16 MiB, always.
+    Always,
 }
 
 /// `settings().large_cache_bytes`, with one load once the settings are read

@@ -166,20 +166,27 @@
 //! modelled under loom), so a thread that frees its heap and goes idle gets
 //! its RSS back without ever running again.
 //!
-//! Arenas are 4 KiB-paged by default. On a big heap freed in random order
-//! that costs TLB misses and page faults: a 1.6 GiB batch of 1..32 KiB
-//! blocks ran 2.3x slower than with huge pages, and mimalloc, which maps
-//! huge pages, beat it. Each round of that batch writes one byte per block,
-//! so a round faults in the pages its blocks start on that no earlier round
-//! touched: 100k faults in the first round, 10k by the eighth, 2k by the
-//! 25th (a direct run of 30 rounds, after the span search fix above), when
-//! a round takes 25-30 ms, as long as mimalloc's.
-//! `POOLMALLOC_HUGE_PAGES=1` advises the 2 MiB chunks arenas are cut from
-//! for transparent huge pages once the heap passes 16 MiB (otherwise they
-//! are advised against them, whatever the system's THP mode). It is off by
-//! default because a chunk's first fault clears 2 MiB under the arena lock:
-//! the idle workload's 4-thread fill of 1 GiB took 2.5 s against 0.37 s.
-//! (Its other cost, btree's peak RSS +5% from the unused rest of every
+//! Small heaps use 4 KiB pages; big ones use transparent huge pages while
+//! the kernel hands them out fast. On a big heap freed in random order
+//! small pages cost TLB misses and page faults: a 1.6 GiB batch of 1..32
+//! KiB blocks ran 2.3x slower than with huge pages, and mimalloc, which
+//! maps huge pages, beat it; btree spent 4% more user time than with them.
+//! Once the heap passes 16 MiB, each new 2 MiB chunk arenas are cut from is
+//! advised for huge pages and its first fault is timed, outside the arena
+//! lock. On the benchmark VM that fault takes 0.22-0.35 ms when the kernel
+//! has a huge page free (512 small-page faults take 0.6-1.4 ms) and 4.6-5.2
+//! ms when it comes from memory the host has taken back, which happens once
+//! the memory other processes freed recently is used up. After a fault
+//! over 1 ms the next 2, 4, 8 ... (at most 128) chunks get small pages; a
+//! fast one ends the back-off (`arena::HugePageProbe`). Before the probe,
+//! advising every chunk made the idle workload's 4-thread fill of 1 GiB
+//! take 2.75 s against 0.42, with each first fault made under the arena
+//! lock, and btree 10% slower in a balanced run. `POOLMALLOC_HUGE_PAGES=0`
+//! turns huge pages off, `2` advises every chunk past 16 MiB. The probe's
+//! cost: huge pages hold memory in 2 MiB units (hashmap's peak RSS 58.3 MiB
+//! against 55.1 with small pages), and in the slow state each probe costs
+//! about 4 ms more than small pages would have.
+//! (An older cost, btree's peak RSS +5% from the unused rest of every
 //! header pool, went when that pool began to hold blocks.) Huge pages are
 //! part of what mimalloc has over poolmalloc on the 100k-block batch of
 //! 8..512 bytes (26 MB): in a trial build advising every chunk (no 16 MiB
@@ -363,15 +370,15 @@
 //!   lines; larson frees blocks it has not touched for a long time.
 //!   Allocation from one span at a time is the locality this design is
 //!   built on, so the cache went.
-//! - **4 KiB pages.** mimalloc advises its whole 1 GiB reservation for huge
-//!   pages; when the VM's huge-page faults are cheap its btree runs with
-//!   fewer TLB misses (1.261 s against 1.391 in the fdbe63d run, 1.363
-//!   against 1.453 with 0.03 s of system time in the 6d619b7 run). On this
-//!   VM a huge-page fault costs far more right after a process that used
-//!   small pages, so only a run where every build follows every other
-//!   equally often can judge `POOLMALLOC_HUGE_PAGES`. In the balanced run
-//!   it made hashmap 4% faster, btree 10% slower and idle's 1 GiB fill 6.6
-//!   times slower (2.75 s against 0.42), so it stays off.
+//! - **The first 16 MiB in 4 KiB pages.** mimalloc advises its whole 1 GiB
+//!   reservation for huge pages; when the VM's huge-page faults are cheap
+//!   its btree runs with fewer TLB misses (1.363 s against 1.453 with 0.03
+//!   s of system time in the 6d619b7 run, when poolmalloc had small pages
+//!   only). Huge pages while their faults are fast (above) took most of
+//!   that back: in an 8-round balanced run btree took 0.985 s against 1.147
+//!   with small pages and mimalloc's 0.946, hashmap 0.317 against 0.337 and
+//!   0.303. The rest is the first 16 MiB (4900 faults on hashmap against
+//!   mimalloc's 145), kept in small pages so small programs stay small.
 //! - **The work queue's time is a scheduling mode** (sleeps in std's
 //!   channel and mutex on 2 CPUs). In the 20-round run, the same build
 //!   under two names (the huge-page setting does nothing below 64 arenas)

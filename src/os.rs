@@ -316,6 +316,14 @@ pub fn at_exit(hook: extern "C" fn()) {
     }
 }
 
+/// Nanoseconds on the monotonic clock (a vDSO read).
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Asks for transparent huge pages on `[p, p + size)` (`MADV_HUGEPAGE`):
 /// one fault per 2 MiB instead of per page. Advice only; ignored where THP
 /// is off.

@@ -49,6 +49,12 @@ pub struct Stats {
     /// Bytes returned to the OS by purging or unmapping freed memory, in
     /// total since the start.
     pub purged_bytes: usize,
+    /// Arena chunks (2 MiB) advised for transparent huge pages so far.
+    pub huge_page_chunks: usize,
+    /// Of those, chunks whose first fault took over a millisecond, after
+    /// which the next chunks got small pages for a while
+    /// (`POOLMALLOC_HUGE_PAGES`; see the crate docs).
+    pub slow_huge_page_faults: usize,
     /// Sum of the requested sizes of live blocks, large ones included.
     #[cfg(feature = "stats")]
     pub allocated_bytes: u64,
@@ -158,6 +164,8 @@ fn os_level(arena_count: usize) -> Stats {
         large_cache_bytes,
         large_cache_hits,
         purged_bytes: c.purged_bytes.load(Ordering::Relaxed),
+        huge_page_chunks: c.huge_page_chunks.load(Ordering::Relaxed),
+        slow_huge_page_faults: c.slow_huge_page_faults.load(Ordering::Relaxed),
         #[cfg(feature = "stats")]
         allocated_bytes: 0,
         #[cfg(feature = "stats")]
@@ -278,6 +286,11 @@ impl fmt::Display for Stats {
         )?;
         writeln!(f, "cached bytes      {:>14} (free, kept for reuse)", self.cached_bytes)?;
         writeln!(f, "purged bytes      {:>14} (returned to the OS so far)", self.purged_bytes)?;
+        writeln!(
+            f,
+            "huge-page chunks  {:>14} ({} with a slow first fault)",
+            self.huge_page_chunks, self.slow_huge_page_faults
+        )?;
         write!(f, "thread heaps      {:>14}", self.thread_count)
     }
 }
@@ -289,7 +302,8 @@ impl Stats {
             out,
             "{{\"mapped_bytes\":{},\"arena_count\":{},\"arena_peak\":{},\"arenas_reclaimed\":{},\
              \"large_count\":{},\"large_bytes\":{},\"large_remaps\":{},\"thread_count\":{},\
-             \"cached_bytes\":{},\"large_cache_bytes\":{},\"large_cache_hits\":{},\"purged_bytes\":{}",
+             \"cached_bytes\":{},\"large_cache_bytes\":{},\"large_cache_hits\":{},\"purged_bytes\":{},\
+             \"huge_page_chunks\":{},\"slow_huge_page_faults\":{}",
             self.mapped_bytes,
             self.arena_count,
             self.arena_peak,
@@ -301,7 +315,9 @@ impl Stats {
             self.cached_bytes,
             self.large_cache_bytes,
             self.large_cache_hits,
-            self.purged_bytes
+            self.purged_bytes,
+            self.huge_page_chunks,
+            self.slow_huge_page_faults
         )?;
         #[cfg(feature = "stats")]
         {
