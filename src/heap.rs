@@ -609,7 +609,7 @@ unsafe fn free_remote(pool: *mut Pool, p: *mut u8, size: Requested) {
         crate::counters::count_orphan_block_free(size);
         let block = p.cast::<Block>();
         // SAFETY: `p` is a live block of `pool`, a chain of one.
-        unsafe { push_remote_chain(&*pool, block, block) };
+        unsafe { push_remote_chain(&*pool, block, block, 1) };
         return;
     }
     // SAFETY: a heap in CURRENT other than EMPTY_HEAP is this thread's.
@@ -641,7 +641,7 @@ fn flush_outbox_entry(heap: &Heap, class: Class) {
         return;
     }
     // SAFETY: the entry holds a chain of live blocks of its pool.
-    unsafe { push_remote_chain(&*entry.pool.get(), entry.head.get(), entry.tail.get()) };
+    unsafe { push_remote_chain(&*entry.pool.get(), entry.head.get(), entry.tail.get(), entry.len.get() as usize) };
     entry.pool.set(ptr::null_mut());
     entry.len.set(0);
     heap.outbox.in_use.set(heap.outbox.in_use.get() & !(1 << class));
@@ -661,10 +661,10 @@ fn flush_outbox(heap: &Heap) {
 /// the list non-empty also puts the pool on its owner's pending list.
 ///
 /// # Safety
-/// The chain holds live blocks of `pool`, linked from `head` to `tail`.
-unsafe fn push_remote_chain(pool: &Pool, head: *mut Block, tail: *mut Block) {
+/// The chain holds `len` live blocks of `pool`, linked from `head` to `tail`.
+unsafe fn push_remote_chain(pool: &Pool, head: *mut Block, tail: *mut Block, len: usize) {
     // SAFETY: forwarded from the caller.
-    if !unsafe { pool.push_remote_chain(head, tail) } {
+    if !unsafe { pool.push_remote_chain(head, tail, len) } {
         return;
     }
     // The blocks we pushed keep the pool in use (they count as out until

@@ -247,7 +247,11 @@
 //! the list non-empty also puts the pool on the owner heap's `pending` stack,
 //! so each pool is there at most once. The owner swaps `pending` out whole in
 //! its refill slow path and splices each pool's remote list into its free
-//! list. A block on a remote list still counts as out, so its pool cannot be
+//! list. The list's word carries its length above the address bits, so when
+//! the pool has no local frees waiting the splice walks nothing: before, a
+//! producer whose consumer frees every block chased one link per block, each
+//! in a line the other core had just written (compare/'s prodcons: 0.36 s
+//! against 0.28 now, six alternating runs). A block on a remote list still counts as out, so its pool cannot be
 //! retired (and its owner cannot change) while a remote free is under way.
 //! The `remote` module holds this protocol's code. A thread with a heap
 //! batches: frees to the same foreign pool collect in its outbox (one entry

@@ -48,6 +48,21 @@ pub struct Block {
     pub(crate) next: *mut Block,
 }
 
+/// A remote list's word (`Pool::remote`): the head block's address, with
+/// the number of blocks on the list in the bits above `REMOTE_LEN_SHIFT`
+/// (addresses use the low 47), so the owner learns the length from the swap
+/// that takes the list. 0 is the empty list.
+const REMOTE_LEN_SHIFT: u32 = 48;
+const _: () = assert!(crate::config::ADDRESS_BITS <= REMOTE_LEN_SHIFT as usize);
+
+fn remote_head(word: usize) -> *mut Block {
+    (word & ((1 << REMOTE_LEN_SHIFT) - 1)) as *mut Block
+}
+
+fn remote_len(word: usize) -> usize {
+    word >> REMOTE_LEN_SHIFT
+}
+
 /// Where a pool is in its life; see the pool states in the crate docs.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
@@ -136,8 +151,8 @@ pub struct Pool {
     pub(crate) local_free: Cell<*mut Block>,
     // Fields other threads write.
     /// Blocks freed by other threads (a Treiber stack: pushes only; the owner
-    /// takes the whole list at once, so there is no ABA).
-    pub(crate) remote: AtomicPtr<Block>,
+    /// takes the whole list at once, so there is no ABA), as a `RemoteWord`.
+    pub(crate) remote: AtomicUsize,
     /// Link on the owning heap's pending list (pools with remote frees).
     pub(crate) next_pending: AtomicPtr<Pool>,
     /// For a Kept pool, when it was kept (ms) and who may touch its pages:
@@ -209,7 +224,7 @@ impl Pool {
             prev_available: Cell::new(ptr::null_mut()),
             start: Cell::new(ptr::null_mut()),
             local_free: Cell::new(ptr::null_mut()),
-            remote: AtomicPtr::new(ptr::null_mut()),
+            remote: AtomicUsize::new(0),
             next_pending: AtomicPtr::new(ptr::null_mut()),
             kept: AtomicU64::new(0),
         }
@@ -233,7 +248,7 @@ impl Pool {
             prev_available: Cell::new(ptr::null_mut()),
             start: Cell::new(ptr::null_mut()),
             local_free: Cell::new(ptr::null_mut()),
-            remote: AtomicPtr::new(ptr::null_mut()),
+            remote: AtomicUsize::new(0),
             next_pending: AtomicPtr::new(ptr::null_mut()),
             kept: AtomicU64::new(0),
         }
@@ -253,7 +268,7 @@ impl Pool {
         self.span_pools.set(pools as u8);
         self.next_available.set(ptr::null_mut());
         self.prev_available.set(ptr::null_mut());
-        debug_assert!(self.remote.load(Ordering::Relaxed).is_null());
+        debug_assert!(self.remote.load(Ordering::Relaxed) == 0);
         self.owner.store(owner, Ordering::Relaxed);
     }
 
@@ -301,7 +316,7 @@ impl Pool {
     /// happens before the owner's next write, or not at all.
     pub fn keep(&self, now_ms: u64) {
         debug_assert_eq!(self.blocks_out(), 0);
-        debug_assert!(self.remote.load(Ordering::Relaxed).is_null());
+        debug_assert!(self.remote.load(Ordering::Relaxed) == 0);
         self.forget_blocks(PoolState::Kept);
         // SeqCst, as the load in `decay::note_dirty` that follows and the
         // purger's side (`purger_begin_pass`, then `claim_for_purge`): either
@@ -376,7 +391,7 @@ impl Pool {
     pub fn retire(&self) {
         debug_assert_eq!(self.blocks_out(), 0);
         debug_assert_eq!(self.kept.load(Ordering::Relaxed), 0, "retiring a kept pool not claimed back");
-        debug_assert!(self.remote.load(Ordering::Relaxed).is_null());
+        debug_assert!(self.remote.load(Ordering::Relaxed) == 0);
         self.set_state(PoolState::Free);
         self.free.set(ptr::null_mut());
         self.local_free.set(ptr::null_mut());
@@ -547,51 +562,61 @@ impl Pool {
     #[cfg(test)]
     pub unsafe fn push_remote(&self, block: *mut u8) -> bool {
         // SAFETY: forwarded; a single block is a chain from itself to itself.
-        unsafe { self.push_remote_chain(block.cast(), block.cast()) }
+        unsafe { self.push_remote_chain(block.cast(), block.cast(), 1) }
     }
 
-    /// Pushes a chain of blocks (linked through their first word from `head`
-    /// to `tail`) freed by a thread that does not own the pool, with one
-    /// CAS. Returns true if the remote list was empty, as
+    /// Pushes a chain of `len` blocks (linked through their first word from
+    /// `head` to `tail`) freed by a thread that does not own the pool, with
+    /// one CAS. Returns true if the remote list was empty, as
     /// [`push_remote`](Self::push_remote).
     ///
     /// # Safety
     /// The chain's blocks are blocks of this pool handed out and not yet
-    /// freed, linked from `head` to `tail`.
-    pub unsafe fn push_remote_chain(&self, head: *mut Block, tail: *mut Block) -> bool {
+    /// freed, linked from `head` to `tail`, `len` of them.
+    pub unsafe fn push_remote_chain(&self, head: *mut Block, tail: *mut Block, len: usize) -> bool {
         let mut old = self.remote.load(Ordering::Relaxed);
         loop {
             // SAFETY: the chain is the freeing thread's until published.
-            unsafe { (*tail).next = old };
+            unsafe { (*tail).next = remote_head(old) };
+            // Fits: the list holds blocks out of this pool, at most its
+            // capacity (a u16).
+            let new = head as usize | (remote_len(old) + len) << REMOTE_LEN_SHIFT;
             // AcqRel: Release publishes the links; Acquire orders this push
             // after the owner's last take, so the caller's write of
             // `next_pending` cannot race the owner's read of it.
-            match self.remote.compare_exchange_weak(old, head, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => return old.is_null(),
+            match self.remote.compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return old == 0,
                 Err(actual) => old = actual,
             }
         }
     }
 
-    /// Takes every remotely freed block onto the free list. Owner only.
-    /// Returns the number of blocks taken.
+    /// Takes every remotely freed block onto the owner's free list. Owner
+    /// only. Returns the number of blocks taken.
     pub fn take_remote(&self) -> usize {
-        let head = self.remote.swap(ptr::null_mut(), Ordering::AcqRel);
-        if head.is_null() {
+        let word = self.remote.swap(0, Ordering::AcqRel);
+        if word == 0 {
             return 0;
         }
-        let mut count = 1;
-        let mut tail = head;
-        // SAFETY: the remote list holds freed blocks of this pool linked by
-        // their first word; the swap's Acquire made the links visible.
-        unsafe {
-            while !(*tail).next.is_null() {
-                tail = (*tail).next;
-                count += 1;
+        let (head, count) = (remote_head(word), remote_len(word));
+        if self.local_free.get().is_null() {
+            // The list's last block links to null (it was pushed onto an
+            // empty list), and its length came with it: no walk over blocks
+            // another core just wrote, one dependent miss each. A producer
+            // whose consumer frees everything always lands here.
+            self.local_free.set(head);
+        } else {
+            let mut tail = head;
+            // SAFETY: the remote list holds freed blocks of this pool linked
+            // by their first word; the swap's Acquire made the links visible.
+            unsafe {
+                while !(*tail).next.is_null() {
+                    tail = (*tail).next;
+                }
+                (*tail).next = self.local_free.get();
             }
-            (*tail).next = self.local_free.get();
+            self.local_free.set(head);
         }
-        self.local_free.set(head);
         self.used.set(self.used.get().wrapping_sub(count as i32));
         count
     }

@@ -256,7 +256,7 @@ impl World {
 
     /// True if some block is on a remote list: freed, not yet taken back.
     fn has_remote_frees(&self) -> bool {
-        self.pools.iter().any(|p| !p.remote.load(Ordering::Acquire).is_null())
+        self.pools.iter().any(|p| p.remote.load(Ordering::Acquire) != 0)
     }
 
     /// After every thread is done and the owner took its pending list one
