@@ -467,7 +467,21 @@ impl Pool {
         debug_assert!(!block.is_null());
         // SAFETY: blocks on the free list are free blocks of this pool, whose
         // first word is the link.
-        self.free.set(unsafe { (*block).next });
+        let next = unsafe { (*block).next };
+        // The next block's line, fetched for writing: a block freed by
+        // another thread is in that core's cache, written (its link), and
+        // the pop reads it and the user then writes it. `prefetchw` asks for
+        // it once, exclusive; a plain prefetch would ask for a shared copy
+        // and the write for ownership again (that one was tried: no gain).
+        // compare/'s prodcons, six alternating runs: 0.243-0.275 s against
+        // 0.257-0.289; larson 1.7% faster, hashmap and strings unchanged.
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch never faults, whatever the address (null at the
+        // list's end included); it changes no memory.
+        unsafe {
+            core::arch::asm!("prefetchw [{}]", in(reg) next, options(nostack, preserves_flags, readonly))
+        };
+        self.free.set(next);
         block.cast()
     }
 
