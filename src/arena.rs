@@ -368,15 +368,21 @@ pub fn acquire_pool(class: Class, pools: usize, owner: usize, counters: &HeapCou
         if arenas.out_of_chunks() {
             // Map the next chunk with the lock dropped (see `map_chunk`),
             // then look again: other threads may have made room meanwhile.
-            let huge = arenas.next_chunk_huge();
+            let pages = arenas.next_chunk_pages();
             drop(arenas);
-            let (chunk, first_fault_ns) = map_chunk(huge);
+            let (chunk, first_fault_ns) = map_chunk(pages != ChunkPages::Small);
             arenas = ARENAS.lock();
+            if pages == ChunkPages::Probed {
+                arenas.huge_pages.record((!chunk.is_null()).then_some(first_fault_ns));
+            }
             if chunk.is_null() {
                 return ptr::null_mut();
             }
-            if huge {
-                arenas.huge_pages.record(first_fault_ns);
+            if pages != ChunkPages::Small {
+                OS_COUNTERS.huge_page_chunks.fetch_add(1, Ordering::Relaxed);
+                if first_fault_ns > SLOW_HUGE_FAULT_NS {
+                    OS_COUNTERS.slow_huge_page_faults.fetch_add(1, Ordering::Relaxed);
+                }
             }
             arenas.add_chunk(chunk);
             continue;
@@ -755,14 +761,17 @@ impl Arenas {
         self.chunk_next == self.chunk_end && self.spare_chunk == 0
     }
 
-    /// Whether the chunk about to be mapped gets huge pages.
-    fn next_chunk_huge(&mut self) -> bool {
-        OS_COUNTERS.arena_count.load(Ordering::Relaxed) >= HUGE_PAGE_AFTER_ARENAS
-            && match decay::settings().huge_pages {
-                HugePages::Off => false,
-                HugePages::Always => true,
-                HugePages::Probed => self.huge_pages.advise_next(),
-            }
+    /// What pages the chunk about to be mapped gets.
+    fn next_chunk_pages(&mut self) -> ChunkPages {
+        if OS_COUNTERS.arena_count.load(Ordering::Relaxed) < HUGE_PAGE_AFTER_ARENAS {
+            return ChunkPages::Small;
+        }
+        match decay::settings().huge_pages {
+            HugePages::Off => ChunkPages::Small,
+            HugePages::Always => ChunkPages::Huge,
+            HugePages::Probed if self.huge_pages.advise_next() => ChunkPages::Probed,
+            HugePages::Probed => ChunkPages::Small,
+        }
     }
 
     /// Takes a chunk mapped while the lock was dropped: as the current one
@@ -796,17 +805,39 @@ impl Arenas {
     }
 }
 
+/// The pages a new chunk is advised for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ChunkPages {
+    Small,
+    Huge,
+    /// Huge, and its first fault goes to the `HugePageProbe`.
+    Probed,
+}
+
 /// Huge pages while they come fast: after a huge-page chunk's first fault
-/// took longer than `SLOW_HUGE_FAULT_NS`, the next chunks use small pages,
-/// twice as many after each slow fault in a row (up to
-/// `MAX_SMALL_PAGE_CHUNKS`); a fast one ends the back-off. A fault too fast
-/// to have cleared 2 MiB (`MIN_HUGE_FAULT_NS`: the kernel had no huge page
-/// and mapped a small one) changes nothing.
+/// took longer than `SLOW_HUGE_FAULT_NS`, the next `MIN_SMALL_PAGE_CHUNKS`
+/// chunks (256 MiB) use small pages, twice as many after each further slow
+/// fault (up to `MAX_SMALL_PAGE_CHUNKS`, 1 GiB); a fast one halves the
+/// count. One chunk is tried at a time: threads mapping chunks together
+/// would otherwise each pay a slow fault before the first is known. A fault
+/// too fast to have cleared 2 MiB (`MIN_HUGE_FAULT_NS`: the kernel had no
+/// huge page and mapped a small one) changes nothing.
+///
+/// Why so long a back-off: on the benchmark VM a slow fault stalls more
+/// than its own thread (the idle workload's four threads lost about 4.5 ms
+/// of wall time per slow fault, more than the fault's own 4-5 ms spread
+/// over two CPUs; likely the next chunk's `mmap` waiting on the faulting
+/// mapping, and the other threads' faults behind it, not checked). With a
+/// back-off from 2 chunks that workload paid 10 slow faults a GiB and took
+/// 0.36 s against 0.31 with small pages; from 128, one at a time, 3-4 and
+/// 0.34 (jemalloc 0.34-0.36).
 struct HugePageProbe {
     /// Chunks still to map with small pages.
     skip: u32,
     /// Chunks to skip after the next slow fault, less than doubled.
     backoff: u32,
+    /// Advised chunks being mapped, their first fault not yet recorded.
+    in_flight: u32,
 }
 
 /// About what faulting a chunk in 4 KiB pages costs (512 faults of 1.2-2.7
@@ -815,33 +846,41 @@ struct HugePageProbe {
 const SLOW_HUGE_FAULT_NS: u64 = 1_000_000;
 /// Clearing 2 MiB takes longer than this (a small-page fault much less).
 const MIN_HUGE_FAULT_NS: u64 = 50_000;
-const MIN_SMALL_PAGE_CHUNKS: u32 = 2;
-const MAX_SMALL_PAGE_CHUNKS: u32 = 128;
+const MIN_SMALL_PAGE_CHUNKS: u32 = 128;
+const MAX_SMALL_PAGE_CHUNKS: u32 = 512;
 
 impl HugePageProbe {
     const fn new() -> Self {
-        HugePageProbe { skip: 0, backoff: 0 }
+        HugePageProbe { skip: 0, backoff: 0, in_flight: 0 }
     }
 
-    /// Whether the chunk being mapped gets huge pages.
+    /// Whether the chunk being mapped gets huge pages; if so, `record`
+    /// must follow.
     fn advise_next(&mut self) -> bool {
-        if self.skip == 0 {
-            return true;
+        if self.in_flight > 0 {
+            return false;
         }
-        self.skip -= 1;
-        false
+        if self.skip > 0 {
+            self.skip -= 1;
+            return false;
+        }
+        self.in_flight += 1;
+        true
     }
 
-    /// Records how long an advised chunk's first touch took.
-    fn record(&mut self, nanos: u64) {
+    /// Records how long an advised chunk's first touch took (`None`: the
+    /// chunk could not be mapped).
+    fn record(&mut self, first_fault_ns: Option<u64>) {
+        self.in_flight -= 1;
+        let Some(nanos) = first_fault_ns else {
+            return;
+        };
         if nanos > SLOW_HUGE_FAULT_NS {
             self.backoff = (self.backoff * 2).clamp(MIN_SMALL_PAGE_CHUNKS, MAX_SMALL_PAGE_CHUNKS);
             self.skip = self.backoff;
-            OS_COUNTERS.slow_huge_page_faults.fetch_add(1, Ordering::Relaxed);
         } else if nanos >= MIN_HUGE_FAULT_NS {
-            self.backoff = 0;
+            self.backoff /= 2;
         }
-        OS_COUNTERS.huge_page_chunks.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -1288,14 +1327,15 @@ mod tests {
         assert_eq!(arenas.lists[EMPTY_LIST], a0);
     }
 
-    /// The huge-page back-off: every chunk while first faults are fast;
-    /// after a slow one, 2, 4, 8 ... (at most `MAX_SMALL_PAGE_CHUNKS`)
-    /// small-page chunks before the next try; a fast fault starts over,
-    /// and one too fast to be a huge page changes nothing.
+    /// The huge-page back-off: every chunk while first faults are fast,
+    /// one at a time; after a slow one, `MIN_SMALL_PAGE_CHUNKS`, twice
+    /// that, ... (at most `MAX_SMALL_PAGE_CHUNKS`) small-page chunks before
+    /// the next try; a fast fault halves that, and one too fast to be a
+    /// huge page changes nothing.
     #[test]
-    fn slow_huge_page_faults_back_off_and_fast_ones_reset() {
-        const FAST: u64 = MIN_HUGE_FAULT_NS * 4;
-        const SLOW: u64 = SLOW_HUGE_FAULT_NS + 1;
+    fn slow_huge_page_faults_back_off_and_fast_ones_halve_it() {
+        const FAST: Option<u64> = Some(MIN_HUGE_FAULT_NS * 4);
+        const SLOW: Option<u64> = Some(SLOW_HUGE_FAULT_NS + 1);
         let mut probe = HugePageProbe::new();
         /// Small-page chunks until the next advised one (which it takes).
         fn skipped(probe: &mut HugePageProbe) -> usize {
@@ -1305,8 +1345,10 @@ mod tests {
             assert_eq!(skipped(&mut probe), 0);
             probe.record(FAST);
         }
-        assert_eq!(skipped(&mut probe), 0);
-        probe.record(SLOW_HUGE_FAULT_NS);
+        // One at a time: a chunk mapped meanwhile gets small pages, and
+        // does not count as skipped.
+        assert!(probe.advise_next() && !probe.advise_next());
+        probe.record(Some(SLOW_HUGE_FAULT_NS));
         assert_eq!(skipped(&mut probe), 0, "exactly the threshold is not slow");
         let mut expected = MIN_SMALL_PAGE_CHUNKS as usize;
         for _ in 0..10 {
@@ -1315,14 +1357,25 @@ mod tests {
             expected = (expected * 2).min(MAX_SMALL_PAGE_CHUNKS as usize);
         }
         assert_eq!(expected, MAX_SMALL_PAGE_CHUNKS as usize);
-        // A small page mapped instead of a huge one is no sign either way.
-        probe.record(MIN_HUGE_FAULT_NS / 2);
+        // The skip count waits for the record of the chunk in flight.
+        assert!(!probe.advise_next() && !probe.advise_next());
+        // A small page mapped instead of a huge one is no sign either way;
+        // neither is a chunk that could not be mapped.
+        probe.record(Some(MIN_HUGE_FAULT_NS / 2));
+        assert_eq!(skipped(&mut probe), 0);
+        probe.record(None);
         assert_eq!(skipped(&mut probe), 0);
         probe.record(SLOW);
         assert_eq!(skipped(&mut probe), MAX_SMALL_PAGE_CHUNKS as usize);
-        probe.record(FAST);
-        assert_eq!(skipped(&mut probe), 0);
+        // Fast faults halve the back-off.
+        for halved in [256, 128, 64, 32, 16, 8, 4, 2, 1, 0] {
+            probe.record(FAST);
+            assert_eq!(probe.backoff, halved);
+            assert_eq!(skipped(&mut probe), 0);
+        }
         probe.record(SLOW);
         assert_eq!(skipped(&mut probe), MIN_SMALL_PAGE_CHUNKS as usize);
+        probe.record(FAST);
+        assert_eq!(probe.in_flight, 0);
     }
 }

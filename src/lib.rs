@@ -177,15 +177,18 @@
 //! has a huge page free (512 small-page faults take 0.6-1.4 ms) and 4.6-5.2
 //! ms when it comes from memory the host has taken back, which happens once
 //! the memory other processes freed recently is used up. After a fault
-//! over 1 ms the next 2, 4, 8 ... (at most 128) chunks get small pages; a
-//! fast one ends the back-off (`arena::HugePageProbe`). Before the probe,
+//! over 1 ms the next 128 chunks (256 MiB) get small pages, twice as many
+//! after each further slow one (at most 1 GiB); a fast one halves the
+//! count, and one chunk is tried at a time (`arena::HugePageProbe`: a slow
+//! fault stalls the other threads too, so it is worth few tries). Before the probe,
 //! advising every chunk made the idle workload's 4-thread fill of 1 GiB
 //! take 2.75 s against 0.42, with each first fault made under the arena
 //! lock, and btree 10% slower in a balanced run. `POOLMALLOC_HUGE_PAGES=0`
 //! turns huge pages off, `2` advises every chunk past 16 MiB. The probe's
 //! cost: huge pages hold memory in 2 MiB units (hashmap's peak RSS 58.3 MiB
 //! against 55.1 with small pages), and in the slow state each probe costs
-//! about 4 ms more than small pages would have.
+//! about 4 ms more than small pages would have (the idle workload's 1 GiB
+//! fill: 0.34 s against 0.32 with small pages, 3-4 slow faults).
 //! (An older cost, btree's peak RSS +5% from the unused rest of every
 //! header pool, went when that pool began to hold blocks.) Huge pages are
 //! part of what mimalloc has over poolmalloc on the 100k-block batch of
