@@ -721,14 +721,15 @@ const _: () = assert!(CHUNK_SIZE % ARENA_SIZE == 0);
 /// small pages whatever the system-wide THP mode. The first fault of an
 /// advised chunk happens here, timed, outside the arena lock.
 ///
-/// Why probe (measured on a 2-vCPU VM, THP in `madvise` mode): a huge page
-/// the kernel has free takes 0.22-0.35 ms to fault, against 0.6-1.4 ms for
-/// 512 small-page faults, and takes the TLB misses away (btree's user time
-/// -4%; compare/'s 1.6 GiB batch of 1..32 KiB blocks 19-23 ms a round
-/// against 48-55). But once the memory freed recently is used up, each one
-/// comes from memory the host has taken back and takes 4.6-5.2 ms (one
-/// btree run: 26 chunks fast, then 34 slow). Advising every chunk made the
-/// idle workload's 4-thread fill of 1 GiB take 2.75 s against 0.42
+/// Why probe (measured on the 2-vCPU Intel VM of BENCHMARKS.md, THP in
+/// `madvise` mode): a huge page the kernel has free takes 0.22-0.35 ms to
+/// fault, against 0.6-1.4 ms for 512 small-page faults, and takes the TLB
+/// misses away (btree's user time -4%). But once the memory freed recently
+/// is used up, each one comes from memory the host has taken back and
+/// takes 4.6-5.2 ms (one btree run: 26 chunks fast, then 34 slow). On the
+/// AMD VM of earlier sessions, advising every chunk ran compare/'s 1.6 GiB
+/// batch of 1..32 KiB blocks in 19-23 ms a round against 48-55, and made
+/// the idle workload's 4-thread fill of 1 GiB take 2.75 s against 0.42
 /// (faulting under the arena lock, as it then did).
 fn map_chunk(huge: bool) -> (*mut u8, u64) {
     let chunk = os::map_aligned(CHUNK_SIZE, CHUNK_SIZE, 0);
@@ -841,7 +842,7 @@ struct HugePageProbe {
 }
 
 /// About what faulting a chunk in 4 KiB pages costs (512 faults of 1.2-2.7
-/// us on the 2-vCPU VM of BENCHMARKS.md), and between the two kinds of
+/// us on the 2-vCPU Intel VM of BENCHMARKS.md), and between the two kinds of
 /// huge-page faults measured there (see `map_chunk`).
 const SLOW_HUGE_FAULT_NS: u64 = 1_000_000;
 /// Clearing 2 MiB takes longer than this (a small-page fault much less).

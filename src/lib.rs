@@ -173,7 +173,7 @@
 //! maps huge pages, beat it; btree spent 4% more user time than with them.
 //! Once the heap passes 16 MiB, each new 2 MiB chunk arenas are cut from is
 //! advised for huge pages and its first fault is timed, outside the arena
-//! lock. On the benchmark VM that fault takes 0.22-0.35 ms when the kernel
+//! lock. On the benchmark VM (Intel) that fault takes 0.22-0.35 ms when the kernel
 //! has a huge page free (512 small-page faults take 0.6-1.4 ms) and 4.6-5.2
 //! ms when it comes from memory the host has taken back, which happens once
 //! the memory other processes freed recently is used up. After a fault
@@ -344,17 +344,18 @@
 //! together fill the arenas, so the identity is a check, not a remainder.
 //!
 //! ## Where the design falls short
-//! In the last full run (6d619b7's allocator code, 20 rounds, each
-//! allocator following every other equally often; BENCHMARKS.md has the
-//! numbers) poolmalloc is first on seven of the nine whole programs, level
-//! with mimalloc and jemalloc on hashmap (0.563 s against 0.559 and 0.572),
-//! and behind mimalloc on btree (1.453 s against 1.363). On both,
-//! callgrind counts fewer instructions for poolmalloc (hashmap 843M
-//! against jemalloc's 924M; btree 542M against mimalloc's 558M) and as many
-//! simulated cache misses, so what separates them is outside that model:
-//! mimalloc's huge pages (below) and the machine's noise (middle halves of
-//! the rounds overlapping almost entirely). Two limits of the design and
-//! one property of a workload explain the margins:
+//! In the last full run (c3c5f2f, 20 rounds, each allocator following
+//! every other equally often, on a 2-vCPU Intel VM; BENCHMARKS.md has the
+//! numbers) poolmalloc is first on eight of the nine whole programs and
+//! behind jemalloc on prodcons (0.284 s against 0.216). In that run
+//! huge-page faults were mostly slow on the VM; in the run an hour before
+//! (d933e15), when they were fast, mimalloc was first on btree (0.952 s
+//! against 1.005) and hashmap (0.327 against 0.332, middle halves
+//! overlapping). Callgrind counts fewer instructions for poolmalloc on all
+//! three (prodcons' producer 180M against jemalloc's 301M at scale 0.2), so
+//! what separates them is memory, which that model does not time. Two
+//! limits of the design and one property of a workload explain the
+//! margins:
 //! - **Frees touch metadata and the block.** A free reads the span-head
 //!   table and the pool descriptor, and writes the free-list link into the
 //!   block. jemalloc's sized free puts the pointer in a per-thread array and
@@ -376,7 +377,12 @@
 //!   freed blocks were just read, so reusing them first reuses cache-hot
 //!   lines; larson frees blocks it has not touched for a long time.
 //!   Allocation from one span at a time is the locality this design is
-//!   built on, so the cache went.
+//!   built on, so the cache went. The same link write is what prodcons'
+//!   producer waits on: every block it reuses was last written by the
+//!   consumer's core. The remote list's length in its head word (no walk
+//!   at take-back) and `prefetchw` on the next free block took the run
+//!   from 0.36 s to 0.27; jemalloc's producer, whose consumer never writes
+//!   the blocks, takes 0.21.
 //! - **The first 16 MiB in 4 KiB pages.** mimalloc advises its whole 1 GiB
 //!   reservation for huge pages; when the VM's huge-page faults are cheap
 //!   its btree runs with fewer TLB misses (1.363 s against 1.453 with 0.03
@@ -386,6 +392,9 @@
 //!   with small pages and mimalloc's 0.946, hashmap 0.317 against 0.337 and
 //!   0.303. The rest is the first 16 MiB (4900 faults on hashmap against
 //!   mimalloc's 145), kept in small pages so small programs stay small.
+//!   When the faults turn slow, the probe pays one and falls back to small
+//!   pages, where mimalloc keeps paying them (its btree: 0.29 s of system
+//!   time in the c3c5f2f run, 1.320 s against poolmalloc's 1.167).
 //! - **The work queue's time is a scheduling mode** (sleeps in std's
 //!   channel and mutex on 2 CPUs). In the 20-round run, the same build
 //!   under two names (the huge-page setting does nothing below 64 arenas)
