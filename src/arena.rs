@@ -1046,10 +1046,14 @@ pub unsafe fn unlock_after_fork() {
 /// kept pools' pages when the fork happened (they did not survive the
 /// fork), so their owner, if it is the child's thread, can use them again,
 /// and gives the arenas back the free pools those passes had reserved.
+/// Also forgets huge-page probes other threads had in flight (mapping a
+/// chunk with the lock dropped): they will never record, and the probe
+/// would wait for them for good.
 pub fn abandon_purge_claims() {
     let mut arenas = ARENAS.lock();
     arenas.for_each(|_, a| a.pools.iter().for_each(Pool::abandon_purge));
     arenas.return_reserved();
+    arenas.huge_pages.in_flight = 0;
 }
 
 impl Arenas {
