@@ -168,27 +168,29 @@
 //!
 //! Small heaps use 4 KiB pages; big ones use transparent huge pages while
 //! the kernel hands them out fast. On a big heap freed in random order
-//! small pages cost TLB misses and page faults: a 1.6 GiB batch of 1..32
-//! KiB blocks ran 2.3x slower than with huge pages, and mimalloc, which
-//! maps huge pages, beat it; btree spent 4% more user time than with them.
-//! Once the heap passes 16 MiB, each new 2 MiB chunk arenas are cut from is
-//! advised for huge pages and its first fault is timed, outside the arena
-//! lock. On the benchmark VM (Intel) that fault takes 0.22-0.35 ms when the kernel
-//! has a huge page free (512 small-page faults take 0.6-1.4 ms) and 4.6-5.2
-//! ms when it comes from memory the host has taken back, which happens once
-//! the memory other processes freed recently is used up. After a fault
-//! over 1 ms the next 128 chunks (256 MiB) get small pages, twice as many
-//! after each further slow one (at most 1 GiB); a fast one halves the
-//! count, and one chunk is tried at a time (`arena::HugePageProbe`: a slow
-//! fault stalls the other threads too, so it is worth few tries). Before the probe,
-//! advising every chunk made the idle workload's 4-thread fill of 1 GiB
-//! take 2.75 s against 0.42, with each first fault made under the arena
-//! lock, and btree 10% slower in a balanced run. `POOLMALLOC_HUGE_PAGES=0`
-//! turns huge pages off, `2` advises every chunk past 16 MiB. The probe's
-//! cost: huge pages hold memory in 2 MiB units (hashmap's peak RSS 58.3 MiB
-//! against 55.1 with small pages), and in the slow state each probe costs
-//! about 4 ms more than small pages would have (the idle workload's 1 GiB
-//! fill: 0.34 s against 0.32 with small pages, 3-4 slow faults).
+//! small pages cost TLB misses and page faults (on the AMD VM of earlier
+//! sessions a 1.6 GiB batch of 1..32 KiB blocks ran 2.3x slower than with
+//! huge pages, and mimalloc, which maps huge pages, beat it; on the Intel
+//! VM btree spent 4% more user time than with them). Once the heap passes
+//! 16 MiB, each new 2 MiB chunk arenas are cut from is advised for huge
+//! pages and its first fault is timed, outside the arena lock. On the
+//! Intel VM that fault takes 0.22-0.35 ms when the kernel has a huge page
+//! free (512 small-page faults take 0.6-1.4 ms) and 4.6-5.2 ms when it
+//! comes from memory the host has taken back, which happens once the
+//! memory other processes freed recently is used up. After a fault over 1
+//! ms the next 128 chunks (256 MiB) get small pages, twice as many after
+//! each further slow one (at most 1 GiB); a fast one halves the count, and
+//! one chunk is tried at a time (`arena::HugePageProbe`: a slow fault
+//! stalls the other threads too, so it is worth few tries). Before the
+//! probe, on the AMD VM, advising every chunk made the idle workload's
+//! 4-thread fill of 1 GiB take 2.75 s against 0.42, with each first fault
+//! made under the arena lock, and btree 10% slower in a balanced run.
+//! `POOLMALLOC_HUGE_PAGES=0` turns huge pages off, `2` advises every chunk
+//! past 16 MiB. The probe's cost: huge pages hold memory in 2 MiB units
+//! (hashmap's peak RSS 58.3 MiB against 55.1 with small pages), and in the
+//! slow state each probe costs about 4 ms more than small pages would have
+//! (the idle workload's 1 GiB fill: 0.34 s against 0.32 with small pages,
+//! 3-4 slow faults).
 //! (An older cost, btree's peak RSS +5% from the unused rest of every
 //! header pool, went when that pool began to hold blocks.) Huge pages are
 //! part of what mimalloc has over poolmalloc on the 100k-block batch of
