@@ -22,7 +22,7 @@ use crate::decay::{self, HugePages};
 use crate::os;
 use crate::pool::{Pool, PurgeClaim};
 use crate::size_class::{self, Class};
-use crate::sync::{AtomicPtr, AtomicU64, Lock, Ordering};
+use crate::sync::{AtomicPtr, AtomicU64, Lock, LockGuard, Ordering};
 use core::cell::Cell;
 use core::ptr;
 
@@ -366,25 +366,12 @@ pub fn acquire_pool(class: Class, pools: usize, owner: usize, counters: &HeapCou
             break found;
         }
         if arenas.out_of_chunks() {
-            // Map the next chunk with the lock dropped (see `map_chunk`),
-            // then look again: other threads may have made room meanwhile.
-            let pages = arenas.next_chunk_pages();
-            drop(arenas);
-            let (chunk, first_fault_ns) = map_chunk(pages != ChunkPages::Small);
-            arenas = ARENAS.lock();
-            if pages == ChunkPages::Probed {
-                arenas.huge_pages.record((!chunk.is_null()).then_some(first_fault_ns));
+            // Then look again: other threads may have made room while the
+            // lock was dropped.
+            match add_next_chunk(arenas) {
+                Some(relocked) => arenas = relocked,
+                None => return ptr::null_mut(),
             }
-            if chunk.is_null() {
-                return ptr::null_mut();
-            }
-            if pages != ChunkPages::Small {
-                OS_COUNTERS.huge_page_chunks.fetch_add(1, Ordering::Relaxed);
-                if first_fault_ns > SLOW_HUGE_FAULT_NS {
-                    OS_COUNTERS.slow_huge_page_faults.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            arenas.add_chunk(chunk);
             continue;
         }
         let arena = map_arena(&mut arenas);
@@ -756,6 +743,29 @@ fn map_chunk(huge: bool) -> (*mut u8, u64) {
     (chunk, first_fault_ns)
 }
 
+/// Maps the next chunk with the arena lock dropped (see `map_chunk`) and
+/// adds it; the lock, taken again, or `None` if the OS has no memory.
+fn add_next_chunk(mut arenas: LockGuard<'_, Arenas>) -> Option<LockGuard<'_, Arenas>> {
+    let pages = arenas.next_chunk_pages();
+    drop(arenas);
+    let (chunk, first_fault_ns) = map_chunk(pages != ChunkPages::Small);
+    let mut arenas = ARENAS.lock();
+    if pages == ChunkPages::Probed {
+        arenas.huge_pages.record((!chunk.is_null()).then_some(first_fault_ns));
+    }
+    if chunk.is_null() {
+        return None;
+    }
+    if pages != ChunkPages::Small {
+        OS_COUNTERS.huge_page_chunks.fetch_add(1, Ordering::Relaxed);
+        if is_slow_huge_fault(first_fault_ns) {
+            OS_COUNTERS.slow_huge_page_faults.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    arenas.add_chunk(chunk);
+    Some(arenas)
+}
+
 impl Arenas {
     /// True if the next chunk has no address space to cut arenas from.
     fn out_of_chunks(&self) -> bool {
@@ -845,6 +855,10 @@ struct HugePageProbe {
 /// us on the 2-vCPU Intel VM of BENCHMARKS.md), and between the two kinds of
 /// huge-page faults measured there (see `map_chunk`).
 const SLOW_HUGE_FAULT_NS: u64 = 1_000_000;
+fn is_slow_huge_fault(first_fault_ns: u64) -> bool {
+    first_fault_ns > SLOW_HUGE_FAULT_NS
+}
+
 /// Clearing 2 MiB takes longer than this (a small-page fault much less).
 const MIN_HUGE_FAULT_NS: u64 = 50_000;
 const MIN_SMALL_PAGE_CHUNKS: u32 = 128;
@@ -876,7 +890,7 @@ impl HugePageProbe {
         let Some(nanos) = first_fault_ns else {
             return;
         };
-        if nanos > SLOW_HUGE_FAULT_NS {
+        if is_slow_huge_fault(nanos) {
             self.backoff = (self.backoff * 2).clamp(MIN_SMALL_PAGE_CHUNKS, MAX_SMALL_PAGE_CHUNKS);
             self.skip = self.backoff;
         } else if nanos >= MIN_HUGE_FAULT_NS {

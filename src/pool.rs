@@ -151,7 +151,8 @@ pub struct Pool {
     pub(crate) local_free: Cell<*mut Block>,
     // Fields other threads write.
     /// Blocks freed by other threads (a Treiber stack: pushes only; the owner
-    /// takes the whole list at once, so there is no ABA), as a `RemoteWord`.
+    /// takes the whole list at once, so there is no ABA): the head block's
+    /// address and the list's length in one word (`REMOTE_LEN_SHIFT`).
     pub(crate) remote: AtomicUsize,
     /// Link on the owning heap's pending list (pools with remote frees).
     pub(crate) next_pending: AtomicPtr<Pool>,
@@ -613,13 +614,13 @@ impl Pool {
             return 0;
         }
         let (head, count) = (remote_head(word), remote_len(word));
-        if self.local_free.get().is_null() {
-            // The list's last block links to null (it was pushed onto an
-            // empty list), and its length came with it: no walk over blocks
-            // another core just wrote, one dependent miss each. A producer
-            // whose consumer frees everything always lands here.
-            self.local_free.set(head);
-        } else {
+        // The list's last block links to null (it was pushed onto an empty
+        // list) and its length came with it, so with no local frees waiting
+        // there is no walk over blocks another core just wrote, one
+        // dependent miss each. A producer whose consumer frees everything
+        // never walks.
+        let local = self.local_free.get();
+        if !local.is_null() {
             let mut tail = head;
             // SAFETY: the remote list holds freed blocks of this pool linked
             // by their first word; the swap's Acquire made the links visible.
@@ -627,10 +628,10 @@ impl Pool {
                 while !(*tail).next.is_null() {
                     tail = (*tail).next;
                 }
-                (*tail).next = self.local_free.get();
+                (*tail).next = local;
             }
-            self.local_free.set(head);
         }
+        self.local_free.set(head);
         self.used.set(self.used.get().wrapping_sub(count as i32));
         count
     }

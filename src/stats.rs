@@ -20,8 +20,9 @@ use core::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stats {
     /// Bytes mapped from the OS: arenas, live large blocks, cached mappings
-    /// (not the part of the current 2 MiB arena chunk not yet handed out:
-    /// at most 1.75 MiB of untouched address space).
+    /// (not the part of the current 2 MiB arena chunk not yet handed out,
+    /// nor a spare chunk: at most 3.75 MiB of address space, resident only
+    /// where the chunk got a huge page).
     pub mapped_bytes: usize,
     /// Arenas mapped now.
     pub arena_count: usize,
@@ -68,7 +69,8 @@ pub struct Stats {
     /// Estimated resident memory: one header page per arena, pools in use
     /// (counted whole, though their uncarved tails may be untouched), free
     /// pools not yet purged, large mappings live or cached. An upper bound
-    /// of what the allocator holds in RAM.
+    /// of what the allocator holds in RAM, but for the chunk parts
+    /// `mapped_bytes` leaves out when they got huge pages.
     #[cfg(feature = "stats")]
     pub resident_bytes: u64,
     /// Free blocks in pools in use, times their block size.
