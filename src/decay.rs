@@ -135,7 +135,7 @@ const UNAVAILABLE: u32 = 3;
 #[inline]
 pub fn note_dirty() {
     // The purger is usually already awake (or absent): one load. SeqCst (a
-    // plain load on x86) pairs with `purger_begin_pass`; see `LargeSlot::put`.
+    // plain load on x86) pairs with `purger_begin_pass`; see `crate::slot`.
     if !matches!(PURGER.load(Ordering::SeqCst), RUNNING | UNAVAILABLE) {
         wake_purger();
     }
@@ -172,8 +172,10 @@ pub fn purge_inline() -> bool {
 /// memory made dirty after this call finds the purger IDLE and wakes it, and
 /// memory made dirty before it is seen by the pass: for arenas and the shared
 /// cache because both sides take the same lock between their store and load;
-/// for the heaps' large slots and kept pools, which take no lock, because the
-/// slot's or pool's store, this store and both loads are SeqCst.
+/// for kept pools, which take no lock, because the pool's store, this store
+/// and both loads are SeqCst; for the heaps' large slots because the pass's
+/// steal issues `membarrier` between this store and its look at the slots
+/// (or, where that is refused, as for kept pools; see [`crate::slot`]).
 pub fn purger_begin_pass() {
     PURGER.store(IDLE, Ordering::SeqCst);
 }

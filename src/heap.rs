@@ -15,11 +15,11 @@ use crate::counters::OS_COUNTERS;
 use crate::counters::{HeapCounters, Requested};
 use crate::decay;
 use crate::large;
-use crate::large::LargeSlot;
 use crate::os;
 use crate::pool::{Block, Pool, PoolState};
 use crate::remote::PendingList;
 use crate::size_class::{self, CLASS_COUNT, Class};
+use crate::slot::LargeSlot;
 use crate::sync::{AtomicBool, AtomicPtr, Lock, Ordering};
 use core::cell::Cell;
 use core::ffi::c_void;
@@ -1008,6 +1008,7 @@ unsafe extern "C" fn fork_child() {
     // The purger thread did not survive the fork, nor its claims.
     decay::reset_after_fork();
     arena::abandon_purge_claims();
+    large::reset_slots_after_fork();
 }
 
 // ---------------------------------------------------------------------------

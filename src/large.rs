@@ -27,21 +27,24 @@
 //!
 //! In front of that shared cache each heap keeps one freed mapping of its
 //! own, a [`LargeSlot`]: a thread that frees and allocates large blocks in
-//! turn reuses its mapping with two atomic swaps and no lock. The shared path
-//! took 253 instructions and nine atomic read-modify-writes per 1 MiB pair
-//! (the lock twice, the process-wide counters seven times), which left the
-//! pair behind glibc's, whose single-threaded path takes no atomics. A slot
-//! changes no counter: its mapping still counts as a live large allocation,
-//! and [`crate::stats`] moves it to the cache when it reads. The purger
-//! steals every slot on each pass (a swap) into the shared cache, where the
-//! purge delay applies, so a thread that goes to sleep holding one gives it
-//! back all the same.
+//! turn reuses its mapping with plain loads and stores and no lock (see
+//! [`crate::slot`] for why that is safe against the threads that steal it).
+//! The shared path took 253 instructions and nine atomic read-modify-writes
+//! per 1 MiB pair (the lock twice, the process-wide counters seven times),
+//! which left the pair behind glibc's, whose single-threaded path takes no
+//! atomics. A slot changes no counter: its mapping still counts as a live
+//! large allocation, and [`crate::stats`] moves it to the cache when it
+//! reads. The purger steals every slot on each pass into the shared cache,
+//! where the purge delay applies, so a thread that goes to sleep holding one
+//! gives it back all the same.
 
 use crate::counters::OS_COUNTERS;
 use crate::decay;
 use crate::os;
+use crate::slot::{LargeSlot, SlotGate};
 use crate::sync::{AtomicUsize, Lock, LockGuard, Ordering};
 use core::ptr;
+use crossbeam_utils::CachePadded;
 
 #[repr(C)]
 struct LargeHeader {
@@ -63,6 +66,11 @@ const MIN_OFFSET: usize = 64;
 const LARGE_MAGIC: usize = 0x706f_6f6c_6c61_7267;
 
 const _: () = assert!(HEADER_SIZE <= MIN_OFFSET);
+
+/// Whether owners use their slots with plain stores (see [`crate::slot`]).
+/// Its own cache line: every large take and put reads it, and each steal
+/// writes it twice.
+static SLOT_GATE: CachePadded<SlotGate> = CachePadded::new(SlotGate::new());
 
 fn block_offset(align: usize, page: usize) -> usize {
     if align <= MIN_OFFSET {
@@ -142,13 +150,39 @@ pub fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
 #[inline(always)]
 fn take_cached(map_size: usize) -> Option<(usize, usize)> {
     if let Some(slot) = crate::heap::current_or_new_large_slot()
-        && let Some(taken) = slot.take(map_size)
+        && let Some(taken) = take_from_slot(slot, map_size)
     {
         return Some(taken);
     }
     let (base, size) = CACHE.take(map_size)?;
     OS_COUNTERS.large_cache_hit(size);
     Some((base, size))
+}
+
+/// The slot's mapping, `(base, map_size)`, if it fits a block needing
+/// `map_size` bytes (at most a quarter bigger). A mapping that does not fit
+/// goes to the shared cache. Owner only.
+///
+/// A slot's mapping keeps its size in its own first word (never part of a
+/// block: blocks start at least `MIN_OFFSET` in), so whoever empties the
+/// slot reads the size that goes with the base it got.
+#[inline(always)]
+fn take_from_slot(slot: &LargeSlot, map_size: usize) -> Option<(usize, usize)> {
+    let base = slot.take(&SLOT_GATE);
+    if base == 0 {
+        return None;
+    }
+    // SAFETY: emptying the slot made the mapping ours; its first word holds
+    // its size.
+    let cached = unsafe { *(base as *const usize) };
+    if cached >= map_size && cached - map_size <= map_size / 4 {
+        slot.note_hit();
+        return Some((base, cached));
+    }
+    // SAFETY: the whole mapping, unused (and counted as live while in the
+    // slot).
+    unsafe { cache_or_unmap(base, cached) };
+    None
 }
 
 /// # Safety
@@ -175,10 +209,16 @@ pub unsafe fn free(block: *mut u8) {
     };
     if let Some(slot) = crate::heap::current_large_slot()
         && map_size <= largest_cached(decay::large_cache_bytes())
-        // SAFETY: the mapping is ours and no longer used.
-        && unsafe { slot.put(base, map_size) }
     {
-        return;
+        // SAFETY: the mapping is ours and no longer used; its first word is
+        // outside every block and header (see `take_from_slot`). Writing it
+        // into a full slot's loser does no harm.
+        unsafe { *(base as *mut usize) = map_size };
+        if slot.put(&SLOT_GATE, base, map_size) {
+            // Orders after the put: see `crate::slot`.
+            decay::note_dirty();
+            return;
+        }
     }
     // SAFETY: the block's whole mapping, no longer used.
     unsafe { cache_or_unmap(base, map_size) };
@@ -205,108 +245,32 @@ unsafe fn cache_or_unmap(base: usize, map_size: usize) {
     }
 }
 
-/// A heap's one freed mapping (see the module docs). The owner puts into an
-/// empty slot and takes with a swap each (the put's is SeqCst, for the
-/// purger's wake-up); the purger steals with a swap. The mapping's size is
-/// kept in its own first word (never part of a block: blocks start at least
-/// `MIN_OFFSET` in), so whoever wins the swap reads the size that goes with
-/// the base it won.
-pub struct LargeSlot {
-    /// The mapping's base, or 0 when empty.
-    base: AtomicUsize,
-    /// A copy of the size, for [`crate::stats`] only (it may lag `base`).
-    map_size: AtomicUsize,
-    /// Allocations the slot served. Written by the owner alone.
-    hits: AtomicUsize,
-}
-
-impl LargeSlot {
-    pub const fn new() -> Self {
-        Self { base: AtomicUsize::new(0), map_size: AtomicUsize::new(0), hits: AtomicUsize::new(0) }
-    }
-
-    /// The slot's mapping, `(base, map_size)`, if it fits a block needing
-    /// `map_size` bytes (at most a quarter bigger). A mapping that does not
-    /// fit goes to the shared cache. Owner only.
-    fn take(&self, map_size: usize) -> Option<(usize, usize)> {
-        // Look before swapping: a miss then costs no atomic write.
-        if self.base.load(Ordering::Relaxed) == 0 {
-            return None;
-        }
-        let base = self.base.swap(0, Ordering::Acquire);
-        if base == 0 {
-            return None;
-        }
-        // SAFETY: the swap made the mapping ours; its first word holds its size.
-        let cached = unsafe { *(base as *const usize) };
-        if cached >= map_size && cached - map_size <= map_size / 4 {
-            self.hits.store(self.hits.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-            return Some((base, cached));
-        }
-        // SAFETY: the whole mapping, unused (and counted as live while in
-        // the slot).
-        unsafe { cache_or_unmap(base, cached) };
-        None
-    }
-
-    /// Keeps the freed mapping `[base, base + map_size)` if the slot is
-    /// empty; false otherwise. Owner only.
-    ///
-    /// # Safety
-    /// The mapping is ours and no block in it is live.
-    unsafe fn put(&self, base: usize, map_size: usize) -> bool {
-        if self.base.load(Ordering::Relaxed) != 0 {
-            return false;
-        }
-        // SAFETY: the caller gives us the mapping; its first word is outside
-        // every block and header.
-        unsafe { *(base as *mut usize) = map_size };
-        self.map_size.store(map_size, Ordering::Relaxed);
-        // Only the owner makes the slot non-empty, so no one raced us to it.
-        // SeqCst, as is the purger's load in `steal` and both sides of the
-        // purger state (`note_dirty`, `purger_begin_pass`): either the purger
-        // sees this mapping in its pass, or this thread sees it IDLE and wakes
-        // it. With Release/Acquire both could miss (store buffering), and a
-        // purger asleep without a deadline would never return the mapping.
-        self.base.swap(base, Ordering::SeqCst);
-        decay::note_dirty();
-        true
-    }
-
-    /// Takes the slot's mapping whoever owns the slot: `(base, map_size)`.
-    fn steal(&self) -> Option<(usize, usize)> {
-        // SeqCst: see `put`.
-        if self.base.load(Ordering::SeqCst) == 0 {
-            return None;
-        }
-        let base = self.base.swap(0, Ordering::Acquire);
-        // SAFETY: a won swap makes the mapping ours; its first word holds its size.
-        (base != 0).then(|| (base, unsafe { *(base as *const usize) }))
-    }
-
-    /// For the statistics: the bytes the slot holds now (0 or one mapping's
-    /// size, possibly a moment old) and the allocations it served.
-    fn read(&self) -> (usize, usize) {
-        let held = if self.base.load(Ordering::Acquire) != 0 { self.map_size.load(Ordering::Relaxed) } else { 0 };
-        (held, self.hits.load(Ordering::Relaxed))
-    }
-}
-
 /// Moves every heap's slot mapping into the shared cache (or unmaps it if
 /// the cache is full), where the purge delay applies to it.
 fn steal_slots() {
-    crate::heap::for_each_large_slot(release_slot);
+    let claim = SLOT_GATE.claim();
+    crate::heap::for_each_large_slot(|slot| move_to_cache(|| claim.steal(slot)));
 }
 
-/// Moves `slot`'s mapping, if any, into the shared cache, or unmaps it if the
-/// cache has no room. The swap and the counter move happen under the cache
-/// lock, so [`counts`] never sees the mapping in both places or in neither,
-/// and a fork never splits them.
+/// Moves the calling thread's own slot mapping, if any, into the shared
+/// cache (at thread exit).
 pub fn release_slot(slot: &LargeSlot) {
+    move_to_cache(|| slot.take_own());
+}
+
+/// Moves the mapping `empty_slot` takes out of a slot, if any, into the
+/// shared cache, or unmaps it if the cache has no room. The take and the
+/// counter move happen under the cache lock, so [`counts`] never sees the
+/// mapping in both places or in neither, and a fork never splits them.
+fn move_to_cache(empty_slot: impl FnOnce() -> usize) {
     let mut cache = CACHE.0.lock();
-    let Some((base, map_size)) = slot.steal() else {
+    let base = empty_slot();
+    if base == 0 {
         return;
-    };
+    }
+    // SAFETY: emptying the slot made the mapping ours; its first word holds
+    // its size (see `LargeSlot` below).
+    let map_size = unsafe { *(base as *const usize) };
     let budget = decay::large_cache_bytes();
     if cache.len < CACHE_SLOTS && cache.bytes + map_size <= budget && map_size <= largest_cached(budget) {
         cache.insert(Cached { base, map_size, freed_at: UNSTAMPED });
@@ -320,6 +284,12 @@ pub fn release_slot(slot: &LargeSlot) {
     drop(cache);
     // SAFETY: the whole mapping, no longer in any slot or list.
     unsafe { os::unmap(base as *mut u8, map_size) };
+}
+
+/// In a forked child: see [`SlotGate::reset_after_fork`].
+pub fn reset_slots_after_fork() {
+    SLOT_GATE.reset_after_fork();
+    crate::heap::for_each_large_slot(LargeSlot::reset_after_fork);
 }
 
 /// The large-allocation totals for the statistics, with the heaps' slot

@@ -321,15 +321,26 @@
 //! against 1.3), whose buffers no longer fit.
 //!
 //! In front of the cache, each heap keeps one freed mapping of its own (its
-//! *large slot*): a thread that frees and allocates large blocks in turn
-//! reuses it with two atomic swaps, no lock and no shared counter. Through
+//! *large slot*, the `slot` module): a thread that frees and allocates large
+//! blocks in turn reuses it with no lock and no shared counter. Through
 //! the shared cache a 1 MiB pair took 253 instructions and nine atomic
 //! read-modify-writes and ran 1% behind glibc (19.9 against 19.7 ns); through
-//! the slot it takes 161 instructions and two, 9.3 ns against glibc's 19.2.
-//! The purger moves every slot's mapping to the shared cache on each pass, so
-//! a mapping a sleeping thread holds is unmapped within about two purge
-//! delays. (The put's swap is SeqCst: with a plain store, the purger could
-//! miss the mapping while the thread missed waking it, and sleep for good.)
+//! the slot with two atomic swaps it took 161 instructions and two, 9.3 ns
+//! against glibc's 19.2 on the AMD VM. On the Intel VM an uncontended swap
+//! costs 6 ns, and the pair took 16.2 ns against glibc's 15.4. The owner
+//! now takes and puts with plain loads and stores, and the threads that
+//! steal slots (the purger on each pass, `collect`) pay instead: they close
+//! a gate the owners read and issue `membarrier(2)`, which puts a full
+//! barrier in every running thread of the process, the heavy side of an
+//! asymmetric fence whose light side, in the owner, is a compiler fence.
+//! Dekker's argument then holds with the barrier on one side only: either
+//! the stealer sees the owner busy in a take, or the owner sees the gate
+//! closed and swaps as before; and a put either is seen by the purger's
+//! pass or sees the purger idle and wakes it. The pair now takes 8.8-9.2 ns
+//! against glibc's 15.2-15.4. Where the kernel refuses `membarrier` the
+//! gate stays closed and owners swap, the put's swap SeqCst. The purger
+//! moves every slot's mapping to the shared cache on each pass, so a mapping
+//! a sleeping thread holds is unmapped within about two purge delays.
 //!
 //! ## Instrumentation
 //! With the feature `stats`, each heap counts per class its allocations,
@@ -409,7 +420,8 @@
 //! `os` is the only caller of libc; `sync` holds the atomics and the
 //! slow-path lock (swapped for loom's in the model checks); `pool` the descriptor and
 //! its lists; `remote` the lock-free pending list; `arena` arenas, their
-//! lists and purging; `large` large blocks and their cache; `decay` the
+//! lists and purging; `large` large blocks and their cache; `slot` each
+//! heap's cached large mapping and the handshake that steals it; `decay` the
 //! settings and the purger's wake-up; `counters` the per-heap and OS-level
 //! counters; `heap` the thread heaps and fast paths; `purger` the background
 //! thread; `stats` the snapshot and report; this file the `GlobalAlloc`
@@ -429,6 +441,7 @@ pub mod config;
 mod pool;
 mod remote;
 pub mod size_class;
+mod slot;
 mod sync;
 
 // The loom models (ci/loom.sh: the lib's tests under `--cfg loom`) build only

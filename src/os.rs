@@ -263,6 +263,26 @@ pub fn futex_wake(word: &core::sync::atomic::AtomicU32) {
     }
 }
 
+/// `membarrier(2)` commands (linux/membarrier.h; libc does not name them).
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+
+/// Registers the process for [`membarrier`]; false if the kernel (before
+/// 4.14), a seccomp filter or an emulator refuses. Idempotent.
+pub fn membarrier_register() -> bool {
+    // SAFETY: no memory is passed; an unknown command only fails.
+    unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 }
+}
+
+/// Makes every thread of the process that is running pass a full memory
+/// barrier before this returns (threads not running pass one when they are
+/// switched out): the heavy side of an asymmetric fence. Needs
+/// [`membarrier_register`] first; false if it fails.
+pub fn membarrier() -> bool {
+    // SAFETY: as in `membarrier_register`.
+    unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0 }
+}
+
 /// Sleeps for `ms` milliseconds.
 pub fn sleep_ms(ms: u64) {
     let ts = libc::timespec { tv_sec: (ms / 1000) as libc::time_t, tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long };

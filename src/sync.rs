@@ -7,7 +7,7 @@ pub use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Atomic
 // interleavings and the weak-memory outcomes their orderings allow. Only the
 // modelled modules' atomics are needed there.
 #[cfg(all(test, loom))]
-pub use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+pub use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use core::cell::UnsafeCell;
 use core::hint::spin_loop;

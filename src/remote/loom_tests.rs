@@ -11,6 +11,8 @@
 //! - [`kept_pages_are_purged_or_reused_never_both`]: the hand-over of a kept
 //!   pool's pages between its owner and the purger (`Pool::keep`).
 //! - [`purger_wake_up_is_never_lost`]: the purger's sleep/wake handshake.
+//! - [`slot_mapping_has_one_holder_and_reaches_the_purger`]: a heap's large
+//!   slot (`slot.rs`), its owner's plain stores against the purger's steals.
 //!
 //! `heap.rs` and `decay.rs` need the OS, statics and thread-locals, so loom
 //! cannot build them: the models copy the few lines of them that drive the
@@ -27,6 +29,7 @@ use super::PendingList;
 use crate::config::POOL_SIZE;
 use crate::pool::{Pool, PurgeClaim};
 use crate::size_class::{Class, class_blocks_per_span, class_of_size, class_size, class_span_pools};
+use crate::slot::{LargeSlot, SlotGate};
 use crate::sync::{AtomicBool, AtomicUsize, Lock, Ordering};
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::AtomicU32;
@@ -87,7 +90,7 @@ impl Purger {
 
     /// Copy of `decay::note_dirty` for a started purger.
     fn note_dirty(&self) {
-        if self.state.load(Ordering::Acquire) == IDLE
+        if self.state.load(Ordering::SeqCst) == IDLE
             && self.state.compare_exchange(IDLE, RUNNING, Ordering::AcqRel, Ordering::Relaxed).is_ok()
         {
             let _futex = self.futex_lock.lock().unwrap();
@@ -97,7 +100,7 @@ impl Purger {
 
     /// Copy of `decay::purger_begin_pass`.
     fn begin_pass(&self) {
-        self.state.store(IDLE, Ordering::Release);
+        self.state.store(IDLE, Ordering::SeqCst);
     }
 
     /// Copy of `decay::purger_wait(None)`: `futex_wait(&state, IDLE)`, which
@@ -562,4 +565,76 @@ fn purger_wake_up_is_never_lost() {
         }
         assert_eq!(*dirty.lock().unwrap(), 0);
     });
+}
+
+/// A heap's large slot (`slot.rs`). The owner puts its mapping, takes it
+/// back and puts it again, with plain stores where the gate is open; the
+/// purger, as purger.rs does, marks itself idle, steals, and sleeps unless
+/// it got the mapping. A cell stands for the mapping: whoever empties the
+/// slot writes it, so two holders at once are reported as a data race. With
+/// the fence registered, the purger loops until it has the mapping: a put
+/// that its pass misses and that does not wake it leaves it asleep for good,
+/// and loom reports a deadlock. Loom models `membarrier` as a SeqCst fence on
+/// each side. With the fence refused the owners swap and the handshake rests
+/// on SeqCst loads and stores, which loom does not model (it treats them as
+/// acquire/release), so there the purger makes one pass and the model checks
+/// the single holder only. Mutations tried, each failing the model: a take
+/// that ignores the gate, a steal that does not wait while the owner is
+/// busy, and a Relaxed load of the gate (each a race on the mapping); a put
+/// without its light fence, and a claim without the heavy one (each a lost
+/// wake-up).
+#[test]
+fn slot_mapping_has_one_holder_and_reaches_the_purger() {
+    const BASE: usize = 0x10000;
+    const SIZE: usize = 0x4000;
+    for fence_ready in [true, false] {
+        let name = if fence_ready { "slot, fence registered" } else { "slot, fence refused" };
+        model(name, move || {
+            let gate = Arc::new(SlotGate::new(fence_ready));
+            let slot = Arc::new(LargeSlot::new());
+            let mapping = Arc::new(UnsafeCell::new(0usize));
+            let purger = Arc::new(Purger::new());
+            let owner = {
+                let (gate, slot, mapping, purger) = (gate.clone(), slot.clone(), mapping.clone(), purger.clone());
+                thread::spawn(move || {
+                    // SAFETY (model): the owner holds the mapping it frees.
+                    mapping.with_mut(|m| unsafe { *m = 1 });
+                    assert!(slot.put(&gate, BASE, SIZE));
+                    purger.note_dirty();
+                    let base = slot.take(&gate);
+                    if base != 0 {
+                        assert_eq!(base, BASE);
+                        // SAFETY (model): the take gave the mapping back.
+                        mapping.with_mut(|m| unsafe { *m = 2 });
+                        assert!(slot.put(&gate, BASE, SIZE));
+                        purger.note_dirty();
+                    }
+                })
+            };
+            let mut stolen = false;
+            loop {
+                purger.begin_pass();
+                let claim = gate.claim();
+                let base = claim.steal(&slot);
+                drop(claim);
+                if base != 0 {
+                    assert_eq!(base, BASE);
+                    // SAFETY (model): the steal gave the purger the mapping.
+                    mapping.with_mut(|m| unsafe { *m = 3 });
+                    stolen = true;
+                    break;
+                }
+                if !fence_ready {
+                    break;
+                }
+                purger.wait_until_woken();
+            }
+            owner.join().unwrap();
+            if stolen {
+                assert_eq!(slot.read().0, 0, "the purger took the mapping: the slot is empty");
+            } else {
+                assert_eq!(slot.read().0, SIZE, "missed by the one pass, so still in the slot");
+            }
+        });
+    }
 }

@@ -1,0 +1,127 @@
+//! A heap's large slot (one freed large mapping its thread reuses with plain
+//! stores) against the steals of other threads: `collect` and the purger
+//! take every slot's mapping while the owners alloc and free large blocks in
+//! a loop. A mapping held twice shows as a block whose pattern changed, or
+//! as a fault when the steal unmaps it under its owner.
+
+mod common;
+use common::Block;
+use poolmalloc::PoolMalloc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static A: PoolMalloc = PoolMalloc::new();
+
+/// 64 KiB and 1 MiB (both above the pool sizes), and one between, so a
+/// mapping sometimes does not fit the next request and leaves the slot.
+const SIZES: [usize; 3] = [64 << 10, 1 << 20, 80 << 10];
+
+/// Allocates, fills, checks and frees large blocks until `stop`; two blocks
+/// live at a time, so the slot keeps one while the other goes to the cache.
+fn churn(t: usize, sizes: &[usize], stop: &AtomicBool, pairs: &AtomicUsize) {
+    let mut i = 0u64;
+    let mut held: Option<Block> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let size = sizes[(i as usize + t) % sizes.len()];
+        let block = Block::new(size, 8, (t as u64) << 32 | i);
+        assert!(block.intact(), "a large block changed under its owner (thread {t}, pair {i})");
+        if let Some(old) = held.replace(block) {
+            assert!(old.intact(), "a large block changed while held (thread {t}, pair {i})");
+        }
+        i += 1;
+    }
+    pairs.fetch_add(i as usize, Ordering::Relaxed);
+}
+
+#[test]
+fn slot_mappings_have_one_holder_while_collect_steals() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let pairs = Arc::new(AtomicUsize::new(0));
+    let owners: Vec<_> = (0..3)
+        .map(|t| {
+            let (stop, pairs) = (Arc::clone(&stop), Arc::clone(&pairs));
+            std::thread::spawn(move || churn(t, &SIZES, &stop, &pairs))
+        })
+        .collect();
+    let start = Instant::now();
+    let mut collects = 0;
+    while start.elapsed() < Duration::from_secs(2) {
+        poolmalloc::collect();
+        collects += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for owner in owners {
+        owner.join().unwrap();
+    }
+    let pairs = pairs.load(Ordering::Relaxed);
+    // Both sides did run: steals landed among a great many takes and puts.
+    assert!(collects > 100, "only {collects} collects");
+    assert!(pairs > 10_000, "only {pairs} pairs");
+    let stats = poolmalloc::stats();
+    assert!(stats.large_cache_hits > 0, "the slots and the cache served no allocation");
+}
+
+/// Forks while other threads are inside their slots' takes and puts; the
+/// child, whose only thread is the forking one, steals every slot (which
+/// waits while an owner is mid-take: the child must not wait for threads
+/// that did not survive the fork), then allocates large blocks itself.
+#[test]
+#[cfg_attr(
+    poolmalloc_tsan,
+    ignore = "ThreadSanitizer stops a child that starts a thread (the purger) after a multi-threaded fork"
+)]
+fn a_forked_child_steals_the_slots_of_threads_it_lost() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let pairs = Arc::new(AtomicUsize::new(0));
+    let owners: Vec<_> = (0..2)
+        .map(|t| {
+            let (stop, pairs) = (Arc::clone(&stop), Arc::clone(&pairs));
+            // One size: every take finds its mapping in the slot, and no
+            // thread waits on the cache lock the fork holds.
+            std::thread::spawn(move || churn(t, &SIZES[..1], &stop, &pairs))
+        })
+        .collect();
+    for round in 0..200 {
+        // SAFETY: the child only allocates, frees and exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            poolmalloc::collect();
+            let blocks: Vec<Block> = (0..8).map(|i| Block::new(SIZES[i % SIZES.len()], 8, i as u64)).collect();
+            let intact = blocks.iter().all(Block::intact);
+            drop(blocks);
+            poolmalloc::collect();
+            // SAFETY: ends the child without running the parent's handlers.
+            unsafe { libc::_exit(if intact { 0 } else { 1 }) };
+        }
+        let status = wait_at_most(pid, Duration::from_secs(20));
+        assert!(libc::WIFEXITED(status), "child {round} did not exit normally (status {status:#x})");
+        assert_eq!(libc::WEXITSTATUS(status), 0, "child {round}'s blocks changed");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for owner in owners {
+        owner.join().unwrap();
+    }
+}
+
+/// The child's exit status; kills it and fails if it hangs.
+fn wait_at_most(pid: libc::pid_t, limit: Duration) -> i32 {
+    let start = Instant::now();
+    let mut status = 0;
+    loop {
+        // SAFETY: `pid` is our child; `status` is a valid out-pointer.
+        let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        assert!(done >= 0, "waitpid failed");
+        if done == pid {
+            return status;
+        }
+        if start.elapsed() > limit {
+            // SAFETY: our child, still running.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("the child hung (a steal waiting for a thread the fork did not copy?)");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
