@@ -260,11 +260,14 @@
 //! retired (and its owner cannot change) while a remote free is under way.
 //! The `remote` module holds this protocol's code. A thread with a heap
 //! batches: frees to the same foreign pool collect in its outbox (one entry
-//! per class, each up to 64 blocks or 32 KiB, owner-only) and go over with
+//! per class, each up to 256 blocks or 32 KiB, owner-only) and go over with
 //! one CAS when the class's next remote free is to another pool, the entry
 //! fills, or the thread takes a slow path, calls [`collect`] or exits;
 //! producer/consumer programs then pay one contended CAS per run of blocks
 //! instead of one per block, even when consecutive blocks differ in size.
+//! The cap was 64 blocks until 9c35eb0; at 256 compare/'s prodcons flushes
+//! half as often (99k against 196k times) and runs in 0.22 s against 0.28
+//! (jemalloc 0.21-0.22), with the same bound on the bytes an entry holds.
 //!
 //! ## Threads starting and exiting
 //! Heaps are records in allocator-owned memory, never freed. A thread's first
