@@ -360,18 +360,17 @@
 //! together fill the arenas, so the identity is a check, not a remainder.
 //!
 //! ## Where the design falls short
-//! In the last full run (c3c5f2f, 20 rounds, each allocator following
+//! In the last full run (b624e88, 20 rounds, each allocator following
 //! every other equally often, on a 2-vCPU Intel VM; BENCHMARKS.md has the
-//! numbers) poolmalloc is first on eight of the nine whole programs and
-//! behind jemalloc on prodcons (0.284 s against 0.216). In that run
-//! huge-page faults were mostly slow on the VM; in the run an hour before
-//! (d933e15), when they were fast, mimalloc was first on btree (0.952 s
-//! against 1.005) and hashmap (0.327 against 0.332, middle halves
-//! overlapping). Callgrind counts fewer instructions for poolmalloc on all
-//! three (prodcons' producer 180M against jemalloc's 301M at scale 0.2), so
-//! what separates them is memory, which that model does not time. Two
-//! limits of the design and one property of a workload explain the
-//! margins:
+//! numbers) poolmalloc is first on seven of the nine whole programs,
+//! behind mimalloc on btree (1.188 s against 1.160, middle halves
+//! overlapping) and behind jemalloc on prodcons (0.237 s against 0.228).
+//! Huge-page faults were fast in that run; in the run before (c3c5f2f),
+//! when they were mostly slow, poolmalloc was first on btree too.
+//! Callgrind counts fewer instructions for poolmalloc on both (prodcons'
+//! producer 180M against jemalloc's 301M at scale 0.2), so what separates
+//! them is memory, which that model does not time. Two limits of the
+//! design and one property of a workload explain the margins:
 //! - **Frees touch metadata and the block.** A free reads the span-head
 //!   table and the pool descriptor, and writes the free-list link into the
 //!   block. jemalloc's sized free puts the pointer in a per-thread array and
@@ -396,9 +395,15 @@
 //!   built on, so the cache went. The same link write is what prodcons'
 //!   producer waits on: every block it reuses was last written by the
 //!   consumer's core. The remote list's length in its head word (no walk
-//!   at take-back) and `prefetchw` on the next free block took the run
-//!   from 0.36 s to 0.27; jemalloc's producer, whose consumer never writes
-//!   the blocks, takes 0.21.
+//!   at take-back), `prefetchw` on the next free block and outbox entries
+//!   of up to 256 blocks took the run from 0.36 s to 0.22-0.24; jemalloc,
+//!   whose consumer never writes the blocks, takes 0.21-0.23. Pinned to
+//!   one CPU, where no line crosses cores, poolmalloc runs prodcons in
+//!   0.16-0.17 s and jemalloc in 0.26-0.27. Taking the link out of the
+//!   block (a per-pool bitmap of remote frees, which the owner would turn
+//!   into a list with stores it can issue in parallel, instead of loads
+//!   that chase the consumer's links one miss at a time) is the design
+//!   change that would answer it; not built.
 //! - **The first 16 MiB in 4 KiB pages.** mimalloc advises its whole 1 GiB
 //!   reservation for huge pages; when the VM's huge-page faults are cheap
 //!   its btree runs with fewer TLB misses (1.363 s against 1.453 with 0.03
@@ -410,7 +415,12 @@
 //!   mimalloc's 145), kept in small pages so small programs stay small.
 //!   When the faults turn slow, the probe pays one and falls back to small
 //!   pages, where mimalloc keeps paying them (its btree: 0.29 s of system
-//!   time in the c3c5f2f run, 1.320 s against poolmalloc's 1.167).
+//!   time in the c3c5f2f run, 1.320 s against poolmalloc's 1.167). In the
+//!   b624e88 run, with fast faults, mimalloc's btree was 2.4% ahead; a
+//!   build advising from the first arena ran btree in a median 1.13 s
+//!   against 1.20 for the default and mimalloc's 1.13 (five alternating
+//!   runs, noisy), but would add up to 2 MiB of RSS to programs of a few
+//!   MiB, where larson is already 4-5% over jemalloc's peak.
 //! - **The work queue's time is a scheduling mode** (sleeps in std's
 //!   channel and mutex on 2 CPUs). In the 20-round run, the same build
 //!   under two names (the huge-page setting does nothing below 64 arenas)
