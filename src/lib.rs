@@ -443,7 +443,11 @@
 //! ## Rules inside the allocator
 //! Nothing allocates, panics, formats or unwinds on an allocation path. A
 //! detected corruption ends in `os::fatal`: a message written with
-//! `write(2)`, then `abort`.
+//! `write(2)`, then `abort`. Debug builds keep Rust's overflow checks and
+//! the crate's debug assertions; one that fails under an allocator lock
+//! panics, the panic allocates, and its allocation may need that lock. The
+//! lock records its holder, so a thread that takes a lock it holds aborts
+//! with a message (`sync::Lock`) instead of waiting for itself.
 
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]

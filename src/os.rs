@@ -180,6 +180,14 @@ pub fn fatal(message: &str) -> ! {
     }
 }
 
+/// The calling thread's identity, never 0 (`pthread_self`: a read of the
+/// thread pointer, no system call).
+#[inline]
+pub fn thread_id() -> usize {
+    // SAFETY: no preconditions.
+    unsafe { libc::pthread_self() as usize }
+}
+
 /// Gives the CPU to another thread (a short wait on a thread that holds
 /// something briefly and never waits for the caller).
 pub fn yield_now() {

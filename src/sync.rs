@@ -38,6 +38,14 @@ const SPINS: u32 = 1;
 /// in `sched_yield` (82,000 calls) to do 0.2 s of work.
 pub struct Lock<T> {
     state: LockWord,
+    /// The holding thread (`os::thread_id`), 0 when free. Only read by a
+    /// thread that finds the lock taken, to abort if it holds the lock
+    /// itself: a debug assertion or overflow check that panics under a lock
+    /// allocates, and that allocation may need the same lock. Without the
+    /// check the thread waited on itself for good (a debug test build hung
+    /// instead of failing).
+    #[cfg(not(all(test, loom)))]
+    holder: core::sync::atomic::AtomicUsize,
     value: UnsafeCell<T>,
     /// Under loom, the futex: a waiter checks the word and sleeps while
     /// holding `parking`, a waker notifies while holding it, so a wake that
@@ -56,7 +64,11 @@ impl<T> Lock<T> {
     /// An unlocked lock holding `value`.
     #[cfg(not(all(test, loom)))]
     pub const fn new(value: T) -> Self {
-        Self { state: LockWord::new(UNLOCKED), value: UnsafeCell::new(value) }
+        Self {
+            state: LockWord::new(UNLOCKED),
+            holder: core::sync::atomic::AtomicUsize::new(0),
+            value: UnsafeCell::new(value),
+        }
     }
 
     /// An unlocked lock holding `value` (loom's atomics have no `const fn`).
@@ -76,11 +88,19 @@ impl<T> Lock<T> {
         if self.state.compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed).is_err() {
             self.lock_contended();
         }
+        #[cfg(not(all(test, loom)))]
+        self.holder.store(crate::os::thread_id(), Ordering::Relaxed);
         LockGuard { lock: self }
     }
 
     #[cold]
     fn lock_contended(&self) {
+        // Only this thread writes its own id here, and it clears it before
+        // it unlocks, so seeing it means this thread holds the lock.
+        #[cfg(not(all(test, loom)))]
+        if self.holder.load(Ordering::Relaxed) == crate::os::thread_id() {
+            crate::os::fatal("a thread took an allocator lock it holds (a panic inside the allocator?)");
+        }
         for _ in 0..SPINS {
             if self.state.load(Ordering::Relaxed) == UNLOCKED
                 && self.state.compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed).is_ok()
@@ -113,6 +133,8 @@ impl<T> Lock<T> {
     }
 
     fn unlock(&self) {
+        #[cfg(not(all(test, loom)))]
+        self.holder.store(0, Ordering::Relaxed);
         if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
             self.wake_one();
         }
@@ -169,5 +191,58 @@ impl<T> core::ops::DerefMut for LockGuard<'_, T> {
 impl<T> Drop for LockGuard<'_, T> {
     fn drop(&mut self) {
         self.lock.unlock();
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::Lock;
+    use std::time::{Duration, Instant};
+
+    /// A thread that takes a lock it already holds aborts with a message
+    /// (what a panic under an allocator lock leads to) instead of waiting
+    /// for itself. Run in a forked child, whose stderr is a pipe.
+    #[test]
+    fn taking_a_held_lock_again_aborts_with_a_message() {
+        let mut pipe = [0; 2];
+        // SAFETY: `pipe` has room for the two descriptors.
+        assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+        // SAFETY: the child only uses the lock and exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // SAFETY: both descriptors are open.
+            unsafe { libc::dup2(pipe[1], 2) };
+            let lock = Lock::new(0u32);
+            let _held = lock.lock();
+            let _again = lock.lock();
+            // SAFETY: ends the child; reached only if the second lock returned.
+            unsafe { libc::_exit(0) };
+        }
+        // SAFETY: the parent's copy of the write end.
+        unsafe { libc::close(pipe[1]) };
+        let start = Instant::now();
+        let mut status = 0;
+        loop {
+            // SAFETY: our child; `status` is a valid out-pointer.
+            let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if done == pid {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                // SAFETY: our child, still running.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                panic!("the child waited for a lock it held");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut message = [0u8; 512];
+        // SAFETY: the buffer is valid for its length.
+        let read = unsafe { libc::read(pipe[0], message.as_mut_ptr().cast(), message.len()) };
+        // SAFETY: the parent's read end.
+        unsafe { libc::close(pipe[0]) };
+        let message = String::from_utf8_lossy(&message[..read.max(0) as usize]).into_owned();
+        assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGABRT, "status {status:#x}");
+        assert!(message.contains("took an allocator lock it holds"), "stderr: {message:?}");
     }
 }
