@@ -269,7 +269,7 @@ fn move_to_cache(empty_slot: impl FnOnce() -> usize) {
         return;
     }
     // SAFETY: emptying the slot made the mapping ours; its first word holds
-    // its size (see `LargeSlot` below).
+    // its size (see `take_from_slot`).
     let map_size = unsafe { *(base as *const usize) };
     let budget = decay::large_cache_bytes();
     if cache.len < CACHE_SLOTS && cache.bytes + map_size <= budget && map_size <= largest_cached(budget) {

@@ -16,29 +16,44 @@
 //! take (owner)                          steal (any thread)
 //!   busy = true                           gate += CLAIM
 //!   light fence                           heavy fence
-//!   if gate == 0:                         wait while busy
-//!       base = slot; slot = 0             base = swap(slot, 0)
-//!   else: base = swap(slot, 0)            gate -= CLAIM
-//!   busy = false
+//!   if gate == 0:                         seen = slot
+//!       base = slot; slot = 0             wait while busy
+//!   else: base = swap(slot, 0)            cas(slot, seen -> 0)
+//!   busy = false                          gate -= CLAIM
 //! ```
 //!
 //! Dekker's argument, with a fence between each side's store and its load:
 //! either the stealer sees `busy` and waits for the take to end, or the
-//! owner sees the claim and swaps, as the stealer does. Only the owner fills
-//! a slot and stealers only empty it, with a swap, so the owner's put is a
-//! plain store that no steal can lose. What a put must not lose is the
-//! purger's attention: the owner stores the mapping, fences (light), and
-//! loads the purger's state (`decay::note_dirty`); the purger stores IDLE
-//! before its pass, and a steal's heavy fence comes between that store and
-//! its look at the slot. So either the pass sees the mapping, or the owner
-//! sees the purger idle and wakes it.
+//! owner sees the claim and swaps, so both sides empty the slot with
+//! read-modify-writes and only one gets the mapping. Only the owner fills
+//! a slot and stealers only empty it, so the owner's put is a plain store
+//! that no steal can lose. What a put must not lose is the purger's
+//! attention: the owner stores the mapping, fences (light), and loads the
+//! purger's state (`decay::note_dirty`); the purger stores IDLE before its
+//! pass, and a steal's heavy fence comes between that store and its look
+//! at the slot. So either the pass sees the mapping, or the owner sees the
+//! purger idle and wakes it.
 //!
 //! Where `membarrier` is refused (a kernel before 4.14, a seccomp filter, an
-//! emulator such as valgrind) the gate stays closed and owners swap, the
-//! put's swap SeqCst against the purger's SeqCst store and load. A forked
-//! child closes the gate until its first steal registers the process again.
-//! Loom models both modes (`remote/loom_tests.rs`), the membarrier as a
-//! SeqCst fence on each side, which is what it guarantees.
+//! emulator) the gate stays closed and owners swap, the put's swap SeqCst
+//! against the purger's SeqCst store and load. The first steal's answer
+//! stands (seccomp filters may differ from thread to thread). If
+//! `membarrier` fails after it has worked (`ENOMEM` on some kernels, or a
+//! filter installed since), the stealer closes the gate for good and waits
+//! a millisecond before it looks at a slot, for the owners that read the
+//! gate open just before to finish their takes: a practical bound, not a
+//! formal one, on a path no test reaches. A forked child closes the gate
+//! until its first steal registers the process again.
+//!
+//! Loom models the handshake (`remote/loom_tests.rs`) with the gate open,
+//! refused, and opened by the first steal, `membarrier` as a SeqCst fence on
+//! each side: what it guarantees between the light and the heavy side
+//! (loom's SeqCst fence is stronger than the compiler fence against other
+//! fences, which the protocol does not rely on). Loom orders a location's
+//! stores as they execute, so it cannot catch a missing Release or Acquire
+//! on `busy` (tried: Relaxed on both passes); that pair is checked by
+//! argument only: the stealer's compare-and-swap must come after the
+//! owner's `slot = 0` in the slot's modification order.
 
 use crate::sync::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
@@ -48,8 +63,8 @@ pub struct LargeSlot {
     base: AtomicUsize,
     /// The owner is inside [`take`](Self::take): stealers wait.
     busy: AtomicBool,
-    /// A copy of the mapping's size, for the statistics only (it may lag
-    /// `base`).
+    /// A copy of the mapping's size, for the statistics only (a reader
+    /// racing a take and a put may pair it with the other mapping's base).
     map_size: AtomicUsize,
     /// Allocations the slot served. Written by the owner alone.
     hits: AtomicUsize,
@@ -153,7 +168,8 @@ impl LargeSlot {
 const UNREADY: u32 = 1;
 const CLAIM: u32 = 2;
 
-/// `membarrier` registration, tried by the first steal.
+/// `membarrier` registration, tried by the first steal. The first answer
+/// stands.
 const FENCE_UNTRIED: u32 = 0;
 const FENCE_READY: u32 = 1;
 const FENCE_REFUSED: u32 = 2;
@@ -165,6 +181,18 @@ pub struct SlotGate {
     fence: AtomicU32,
 }
 
+/// How a model's gate starts.
+#[cfg(all(test, loom))]
+#[derive(Clone, Copy, Debug)]
+pub enum ModelFence {
+    /// Registered, the gate open.
+    Registered,
+    /// Refused for good, the gate closed.
+    Refused,
+    /// Not tried: the first steal registers and opens the gate.
+    AtFirstSteal,
+}
+
 impl SlotGate {
     /// Closed, `membarrier` not yet tried.
     #[cfg(not(all(test, loom)))]
@@ -172,14 +200,14 @@ impl SlotGate {
         Self { word: AtomicU32::new(UNREADY), fence: AtomicU32::new(FENCE_UNTRIED) }
     }
 
-    /// For the models: open (the fence registered) or closed for good.
     #[cfg(all(test, loom))]
-    pub fn new(fence_ready: bool) -> Self {
-        if fence_ready {
-            Self { word: AtomicU32::new(0), fence: AtomicU32::new(FENCE_READY) }
-        } else {
-            Self { word: AtomicU32::new(UNREADY), fence: AtomicU32::new(FENCE_REFUSED) }
-        }
+    pub fn new(fence: ModelFence) -> Self {
+        let (word, fence) = match fence {
+            ModelFence::Registered => (0, FENCE_READY),
+            ModelFence::Refused => (UNREADY, FENCE_REFUSED),
+            ModelFence::AtFirstSteal => (UNREADY, FENCE_UNTRIED),
+        };
+        Self { word: AtomicU32::new(word), fence: AtomicU32::new(fence) }
     }
 
     /// Acquire (a plain load on x86): an owner that sees a steal's claim
@@ -193,28 +221,40 @@ impl SlotGate {
     /// it when dropped. Slow path: a system call.
     pub fn claim(&self) -> Claim<'_> {
         self.word.fetch_add(CLAIM, Ordering::SeqCst);
-        if self.fence_ready() {
+        if self.fence_state() == FENCE_READY {
             // Owners see the claim, not an open gate, until it is dropped.
             if self.word.load(Ordering::Relaxed) & UNREADY != 0 {
                 self.word.fetch_and(!UNREADY, Ordering::Relaxed);
             }
-            heavy_fence();
+            if !heavy_fence() {
+                self.give_up_fence();
+            }
         }
         Claim { gate: self }
     }
 
-    /// True once `membarrier` is registered; registers on the first call.
-    /// Racing first calls both register (it is idempotent) and agree.
-    fn fence_ready(&self) -> bool {
-        match self.fence.load(Ordering::Acquire) {
-            FENCE_READY => true,
-            FENCE_REFUSED => false,
-            _ => {
-                let ready = register_fence();
-                self.fence.store(if ready { FENCE_READY } else { FENCE_REFUSED }, Ordering::Release);
-                ready
-            }
+    /// The registration's outcome; the first call registers. A racing call
+    /// that got another answer takes the first one.
+    fn fence_state(&self) -> u32 {
+        let state = self.fence.load(Ordering::Acquire);
+        if state != FENCE_UNTRIED {
+            return state;
         }
+        let tried = if register_fence() { FENCE_READY } else { FENCE_REFUSED };
+        match self.fence.compare_exchange(FENCE_UNTRIED, tried, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => tried,
+            Err(first) => first,
+        }
+    }
+
+    /// `membarrier` failed after it had worked: closes the gate for good
+    /// and gives owners that read it open a moment to finish (module docs).
+    #[cold]
+    fn give_up_fence(&self) {
+        self.fence.store(FENCE_REFUSED, Ordering::Release);
+        self.word.fetch_or(UNREADY, Ordering::SeqCst);
+        #[cfg(not(all(test, loom)))]
+        crate::os::sleep_ms(1);
     }
 
     /// In a forked child (one thread, no steal under way): closed until the
@@ -269,23 +309,23 @@ fn light_fence() {
     loom::sync::atomic::fence(Ordering::SeqCst);
 }
 
-/// The stealer's side. A registered `membarrier` does not fail (its errors
-/// are an unknown command and a missing registration); if it did, owners on
-/// the plain path could race the steal, so it aborts.
-fn heavy_fence() {
+/// The stealer's side; false if `membarrier` failed.
+fn heavy_fence() -> bool {
     #[cfg(not(all(test, loom)))]
-    if !crate::os::membarrier() {
-        crate::os::fatal("membarrier failed after it was registered");
-    }
+    return crate::os::membarrier();
     #[cfg(all(test, loom))]
-    loom::sync::atomic::fence(Ordering::SeqCst);
+    {
+        loom::sync::atomic::fence(Ordering::SeqCst);
+        true
+    }
 }
 
 fn register_fence() -> bool {
     #[cfg(not(all(test, loom)))]
     return crate::os::membarrier_register();
+    // The models that start untried register at the first steal.
     #[cfg(all(test, loom))]
-    unreachable!("the models start registered or refused");
+    true
 }
 
 /// A take is a handful of instructions, but its thread may be preempted.
