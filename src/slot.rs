@@ -42,7 +42,8 @@
 //! filter installed since), the stealer closes the gate for good and waits
 //! a millisecond before it looks at a slot, for the owners that read the
 //! gate open just before to finish their takes: a practical bound, not a
-//! formal one, on a path no test reaches. A forked child closes the gate
+//! formal one. `tests/large_slot.rs` reaches that path with a seccomp
+//! filter installed after registration. A forked child closes the gate
 //! until its first steal registers the process again.
 //!
 //! Loom models the handshake (`remote/loom_tests.rs`) with the gate open,

@@ -125,3 +125,87 @@ fn wait_at_most(pid: libc::pid_t, limit: Duration) -> i32 {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// A seccomp filter installed after the allocator registered `membarrier`
+/// makes the next steal's `membarrier` fail. The steal must not abort: it
+/// closes the slot gate for good, and owners use atomic swaps from then on.
+/// In a forked child, which installs the filter for all its threads.
+#[cfg(target_arch = "x86_64")]
+#[test]
+#[cfg_attr(
+    poolmalloc_tsan,
+    ignore = "ThreadSanitizer stops a child that starts a thread (the purger) after a multi-threaded fork"
+)]
+fn membarrier_refused_after_registration_closes_the_gate() {
+    // SAFETY: the child allocates, frees, makes system calls and exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = refuse_membarrier_then_churn();
+        // SAFETY: ends the child.
+        unsafe { libc::_exit(code) };
+    }
+    let status = wait_at_most(pid, Duration::from_secs(30));
+    assert!(libc::WIFEXITED(status), "the child did not exit normally (status {status:#x}; an abort?)");
+    assert_eq!(libc::WEXITSTATUS(status), 0, "the child failed a step (its exit code names it)");
+}
+
+/// The child's steps; 0 if all went as expected, else the failing step.
+#[cfg(target_arch = "x86_64")]
+fn refuse_membarrier_then_churn() -> i32 {
+    const MEMBARRIER_CMD_QUERY: libc::c_long = 0;
+    let churn_and_collect = |seed: u64| {
+        for i in 0..2000u64 {
+            let block = Block::new(SIZES[0], 8, seed + i);
+            if !block.intact() {
+                return false;
+            }
+        }
+        poolmalloc::collect();
+        true
+    };
+    // The first steal (collect's, or the purger's) registers membarrier.
+    if !churn_and_collect(0) {
+        return 1;
+    }
+    // SAFETY: a query passes no memory.
+    if unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0) } < 0 {
+        return 2; // no membarrier here: nothing to refuse
+    }
+    // Fail membarrier with EPERM; allow everything else.
+    let mut filter = [
+        libc::sock_filter { code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16, jt: 0, jf: 0, k: 0 },
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_membarrier as u32,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        },
+        libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: libc::SECCOMP_RET_ALLOW },
+    ];
+    let program = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_mut_ptr() };
+    // SAFETY: plain prctl and seccomp calls; `program` outlives them.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return 3;
+        }
+        let flags = libc::SECCOMP_FILTER_FLAG_TSYNC;
+        if libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, flags, &raw const program) != 0 {
+            return 4;
+        }
+        if libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0) != -1 {
+            return 5; // the filter did not take
+        }
+    }
+    // The next steals meet the refusal; large blocks keep working.
+    if !churn_and_collect(10_000) || !churn_and_collect(20_000) {
+        return 6;
+    }
+    0
+}
