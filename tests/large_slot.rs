@@ -35,27 +35,46 @@ fn churn(t: usize, sizes: &[usize], stop: &AtomicBool, pairs: &AtomicUsize) {
     pairs.fetch_add(i as usize, Ordering::Relaxed);
 }
 
+/// Threads running [`churn`] until stopped.
+struct Owners {
+    stop: Arc<AtomicBool>,
+    pairs: Arc<AtomicUsize>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Owners {
+    fn start(count: usize, sizes: &'static [usize]) -> Owners {
+        let stop = Arc::new(AtomicBool::new(false));
+        let pairs = Arc::new(AtomicUsize::new(0));
+        let threads = (0..count)
+            .map(|t| {
+                let (stop, pairs) = (Arc::clone(&stop), Arc::clone(&pairs));
+                std::thread::spawn(move || churn(t, sizes, &stop, &pairs))
+            })
+            .collect();
+        Owners { stop, pairs, threads }
+    }
+
+    /// Stops and joins the threads; the pairs they made.
+    fn stop(self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            thread.join().unwrap();
+        }
+        self.pairs.load(Ordering::Relaxed)
+    }
+}
+
 #[test]
 fn slot_mappings_have_one_holder_while_collect_steals() {
-    let stop = Arc::new(AtomicBool::new(false));
-    let pairs = Arc::new(AtomicUsize::new(0));
-    let owners: Vec<_> = (0..3)
-        .map(|t| {
-            let (stop, pairs) = (Arc::clone(&stop), Arc::clone(&pairs));
-            std::thread::spawn(move || churn(t, &SIZES, &stop, &pairs))
-        })
-        .collect();
+    let owners = Owners::start(3, &SIZES);
     let start = Instant::now();
     let mut collects = 0;
     while start.elapsed() < Duration::from_secs(2) {
         poolmalloc::collect();
         collects += 1;
     }
-    stop.store(true, Ordering::Relaxed);
-    for owner in owners {
-        owner.join().unwrap();
-    }
-    let pairs = pairs.load(Ordering::Relaxed);
+    let pairs = owners.stop();
     // Both sides did run: steals landed among a great many takes and puts.
     assert!(collects > 100, "only {collects} collects");
     assert!(pairs > 10_000, "only {pairs} pairs");
@@ -73,16 +92,9 @@ fn slot_mappings_have_one_holder_while_collect_steals() {
     ignore = "ThreadSanitizer stops a child that starts a thread (the purger) after a multi-threaded fork"
 )]
 fn a_forked_child_steals_the_slots_of_threads_it_lost() {
-    let stop = Arc::new(AtomicBool::new(false));
-    let pairs = Arc::new(AtomicUsize::new(0));
-    let owners: Vec<_> = (0..2)
-        .map(|t| {
-            let (stop, pairs) = (Arc::clone(&stop), Arc::clone(&pairs));
-            // One size: every take finds its mapping in the slot, and no
-            // thread waits on the cache lock the fork holds.
-            std::thread::spawn(move || churn(t, &SIZES[..1], &stop, &pairs))
-        })
-        .collect();
+    // One size: every take finds its mapping in the slot, and no thread
+    // waits on the cache lock the fork holds.
+    let owners = Owners::start(2, &SIZES[..1]);
     for round in 0..200 {
         // SAFETY: the child only allocates, frees and exits.
         let pid = unsafe { libc::fork() };
@@ -100,10 +112,7 @@ fn a_forked_child_steals_the_slots_of_threads_it_lost() {
         assert!(libc::WIFEXITED(status), "child {round} did not exit normally (status {status:#x})");
         assert_eq!(libc::WEXITSTATUS(status), 0, "child {round}'s blocks changed");
     }
-    stop.store(true, Ordering::Relaxed);
-    for owner in owners {
-        owner.join().unwrap();
-    }
+    owners.stop();
 }
 
 /// The child's exit status; kills it and fails if it hangs.
