@@ -286,6 +286,13 @@ fn move_to_cache(empty_slot: impl FnOnce() -> usize) {
     unsafe { os::unmap(base as *mut u8, map_size) };
 }
 
+/// True if threads reuse their slot's mapping with plain stores (see
+/// [`crate::slot`]); false before the first steal and where `membarrier` is
+/// refused.
+pub fn slots_use_plain_stores() -> bool {
+    SLOT_GATE.fence_registered()
+}
+
 /// In a forked child: see [`SlotGate::reset_after_fork`].
 pub fn reset_slots_after_fork() {
     SLOT_GATE.reset_after_fork();

@@ -258,6 +258,12 @@ impl SlotGate {
         crate::os::sleep_ms(1);
     }
 
+    /// True once `membarrier` is registered and has not failed since: the
+    /// gate opens between steals, so owners take and put with plain stores.
+    pub fn fence_registered(&self) -> bool {
+        self.fence.load(Ordering::Relaxed) == FENCE_READY
+    }
+
     /// In a forked child (one thread, no steal under way): closed until the
     /// next steal registers the child's `membarrier`. Every slot's
     /// [`LargeSlot::reset_after_fork`] goes with it.

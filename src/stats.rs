@@ -36,6 +36,11 @@ pub struct Stats {
     pub large_bytes: usize,
     /// Large reallocations done by `mremap` (moved or resized without a copy).
     pub large_remaps: usize,
+    /// True if threads reuse their last freed large mapping (their large
+    /// slot) with plain loads and stores: `membarrier(2)` is registered.
+    /// False before the purger's first pass, and where the kernel or a
+    /// seccomp filter refuses it; the threads then use atomic swaps.
+    pub large_slots_plain: bool,
     /// Live thread heaps.
     pub thread_count: usize,
     /// Free memory held for reuse: free pools in arenas not yet purged plus
@@ -161,6 +166,7 @@ fn os_level(arena_count: usize) -> Stats {
         large_count,
         large_bytes,
         large_remaps: c.large_remaps.load(Ordering::Relaxed),
+        large_slots_plain: crate::large::slots_use_plain_stores(),
         thread_count: c.thread_count.load(Ordering::Relaxed),
         cached_bytes: c.dirty_pool_bytes.load(Ordering::Relaxed) + large_cache_bytes,
         large_cache_bytes,
@@ -286,6 +292,8 @@ impl fmt::Display for Stats {
             "large allocations {:>14} ({} bytes, {} remapped, {} from cache)",
             self.large_count, self.large_bytes, self.large_remaps, self.large_cache_hits
         )?;
+        let slot_reuse = if self.large_slots_plain { "plain stores" } else { "atomic swaps" };
+        writeln!(f, "large slots       {slot_reuse:>14} (how a thread reuses its last freed mapping)")?;
         writeln!(f, "cached bytes      {:>14} (free, kept for reuse)", self.cached_bytes)?;
         writeln!(f, "purged bytes      {:>14} (returned to the OS so far)", self.purged_bytes)?;
         writeln!(
@@ -305,7 +313,7 @@ impl Stats {
             "{{\"mapped_bytes\":{},\"arena_count\":{},\"arena_peak\":{},\"arenas_reclaimed\":{},\
              \"large_count\":{},\"large_bytes\":{},\"large_remaps\":{},\"thread_count\":{},\
              \"cached_bytes\":{},\"large_cache_bytes\":{},\"large_cache_hits\":{},\"purged_bytes\":{},\
-             \"huge_page_chunks\":{},\"slow_huge_page_faults\":{}",
+             \"huge_page_chunks\":{},\"slow_huge_page_faults\":{},\"large_slots_plain\":{}",
             self.mapped_bytes,
             self.arena_count,
             self.arena_peak,
@@ -319,7 +327,8 @@ impl Stats {
             self.large_cache_hits,
             self.purged_bytes,
             self.huge_page_chunks,
-            self.slow_huge_page_faults
+            self.slow_huge_page_faults,
+            self.large_slots_plain
         )?;
         #[cfg(feature = "stats")]
         {

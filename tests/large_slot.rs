@@ -80,6 +80,18 @@ fn slot_mappings_have_one_holder_while_collect_steals() {
     assert!(pairs > 10_000, "only {pairs} pairs");
     let stats = poolmalloc::stats();
     assert!(stats.large_cache_hits > 0, "the slots and the cache served no allocation");
+    // collect's steals registered membarrier where the kernel offers it.
+    assert_eq!(stats.large_slots_plain, private_expedited_membarrier(), "large_slots_plain");
+}
+
+/// True if the kernel offers `MEMBARRIER_CMD_PRIVATE_EXPEDITED` (asked
+/// with `MEMBARRIER_CMD_QUERY`, which registers nothing).
+fn private_expedited_membarrier() -> bool {
+    const MEMBARRIER_CMD_QUERY: libc::c_long = 0;
+    const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+    // SAFETY: a query passes no memory.
+    let commands = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0) };
+    commands > 0 && commands & MEMBARRIER_CMD_PRIVATE_EXPEDITED != 0
 }
 
 /// Forks while other threads are inside their slots' takes and puts; the
@@ -177,9 +189,8 @@ fn refuse_membarrier_then_churn() -> i32 {
     if !churn_and_collect(0) {
         return 1;
     }
-    // SAFETY: a query passes no memory.
-    if unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0) } < 0 {
-        return 2; // no membarrier here: nothing to refuse
+    if !private_expedited_membarrier() || !poolmalloc::stats().large_slots_plain {
+        return 2; // no membarrier here, or not registered: nothing to refuse
     }
     // Fail membarrier with EPERM; allow everything else.
     let mut filter = [
@@ -215,6 +226,9 @@ fn refuse_membarrier_then_churn() -> i32 {
     // The next steals meet the refusal; large blocks keep working.
     if !churn_and_collect(10_000) || !churn_and_collect(20_000) {
         return 6;
+    }
+    if poolmalloc::stats().large_slots_plain {
+        return 7; // the gate should have closed for good
     }
     0
 }
