@@ -366,7 +366,9 @@
 //! behind mimalloc on btree (1.188 s against 1.160, middle halves
 //! overlapping) and behind jemalloc on prodcons (0.237 s against 0.228).
 //! Huge-page faults were fast in that run; in the run before (c3c5f2f),
-//! when they were mostly slow, poolmalloc was first on btree too.
+//! when they were mostly slow, poolmalloc was first on btree too, and a
+//! btree-and-hashmap run after it (5feada5) put poolmalloc first on btree
+//! (1.132 s against 1.175) and mimalloc on hashmap (0.320 against 0.347).
 //! Callgrind counts fewer instructions for poolmalloc on both (prodcons'
 //! producer 180M against jemalloc's 301M at scale 0.2), so what separates
 //! them is memory, which that model does not time. Two limits of the
