@@ -197,52 +197,48 @@ impl<T> Drop for LockGuard<'_, T> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::Lock;
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
+
+    /// Set in the child this test starts (this test binary run again).
+    const CHILD: &str = "POOLMALLOC_TEST_RELOCK_CHILD";
 
     /// A thread that takes a lock it already holds aborts with a message
     /// (what a panic under an allocator lock leads to) instead of waiting
-    /// for itself. Run in a forked child, whose stderr is a pipe.
+    /// for itself. The double lock runs in a child process, this test
+    /// binary run again for this test alone.
     #[test]
     fn taking_a_held_lock_again_aborts_with_a_message() {
-        let mut pipe = [0; 2];
-        // SAFETY: `pipe` has room for the two descriptors.
-        assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
-        // SAFETY: the child only uses the lock and exits.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            // SAFETY: both descriptors are open.
-            unsafe { libc::dup2(pipe[1], 2) };
+        if std::env::var_os(CHILD).is_some() {
             let lock = Lock::new(0u32);
             let _held = lock.lock();
             let _again = lock.lock();
-            // SAFETY: ends the child; reached only if the second lock returned.
-            unsafe { libc::_exit(0) };
+            return; // Reached only if the second lock returned.
         }
-        // SAFETY: the parent's copy of the write end.
-        unsafe { libc::close(pipe[1]) };
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "sync::tests::taking_a_held_lock_again_aborts_with_a_message", "--nocapture"])
+            .env(CHILD, "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let start = Instant::now();
-        let mut status = 0;
-        loop {
-            // SAFETY: our child; `status` is a valid out-pointer.
-            let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-            if done == pid {
-                break;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
             }
             if start.elapsed() > Duration::from_secs(10) {
-                // SAFETY: our child, still running.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                child.kill().unwrap();
                 panic!("the child waited for a lock it held");
             }
             std::thread::sleep(Duration::from_millis(5));
-        }
-        let mut message = [0u8; 512];
-        // SAFETY: the buffer is valid for its length.
-        let read = unsafe { libc::read(pipe[0], message.as_mut_ptr().cast(), message.len()) };
-        // SAFETY: the parent's read end.
-        unsafe { libc::close(pipe[0]) };
-        let message = String::from_utf8_lossy(&message[..read.max(0) as usize]).into_owned();
-        assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGABRT, "status {status:#x}");
-        assert!(message.contains("took an allocator lock it holds"), "stderr: {message:?}");
+        };
+        let mut stderr = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        const SIGABRT: i32 = 6;
+        assert_eq!(status.signal(), Some(SIGABRT), "status {status}, stderr: {stderr:?}");
+        assert!(stderr.contains("took an allocator lock it holds"), "stderr: {stderr:?}");
     }
 }
