@@ -24,7 +24,8 @@
 //!   at the same scale, which shows that they all did the same work.
 //!
 //! Some workloads add fields (`churn`: `rss10_kib`, `rss100_kib`; `idle`:
-//! `freed_rss_kib`) and some binaries describe their allocator (jemalloc's
+//! `freed_rss_kib`; `prodcons`: each thread's CPU time and how often it
+//! blocked on the channel) and some binaries describe their allocator (jemalloc's
 //! version and background-thread setting).
 //!
 //! `scale` (default 1) multiplies the amount of work, for smoke tests (e.g.
@@ -121,6 +122,20 @@ pub fn process_usage() -> Usage {
     }
     let secs = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     Usage { user_secs: secs(ru.ru_utime), sys_secs: secs(ru.ru_stime), minflt: ru.ru_minflt as u64 }
+}
+
+/// The calling thread's CPU time (user plus system, microseconds) and its
+/// voluntary context switches (how often it blocked), from
+/// `getrusage(RUSAGE_THREAD)`; zeros if the call fails.
+pub fn thread_usage() -> (u64, u64) {
+    // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable `rusage` for the call to fill.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return (0, 0);
+    }
+    let micros = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64;
+    (micros(ru.ru_utime) + micros(ru.ru_stime), ru.ru_nvcsw as u64)
 }
 
 /// What a workload reports besides its wall time.
@@ -351,7 +366,7 @@ fn prodcons(scale: f64) -> Report {
         for batch in rx {
             check = check.wrapping_add(batch.iter().map(|b| b[0] as u64 + b.len() as u64).sum::<u64>());
         }
-        check
+        (check, thread_usage())
     });
     let mut rng = XorShift::new(5);
     for start in (0..block_count).step_by(BATCH) {
@@ -359,7 +374,18 @@ fn prodcons(scale: f64) -> Report {
         tx.send(batch).unwrap();
     }
     drop(tx);
-    Report { check: consumer.join().unwrap(), ..Report::default() }
+    let (producer_cpu_us, producer_waits) = thread_usage();
+    let (check, (consumer_cpu_us, consumer_waits)) = consumer.join().unwrap();
+    // Which side sets the pace, and how often each blocked on the channel
+    // (an empty channel parks the consumer, and the producer's next send
+    // pays the wake-up); see BENCHMARKS.md.
+    let fields = vec![
+        ("producer_cpu_us", producer_cpu_us),
+        ("consumer_cpu_us", consumer_cpu_us),
+        ("producer_waits", producer_waits),
+        ("consumer_waits", consumer_waits),
+    ];
+    Report { check, fields, ..Report::default() }
 }
 
 fn larson(scale: f64) -> Report {
