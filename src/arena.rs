@@ -224,21 +224,34 @@ struct Arenas {
     spare_chunk: usize,
     /// Whether the next chunks may be advised for huge pages.
     huge_pages: HugePageProbe,
+    /// The chunks mapped with small pages, the first `small_chunk_count`,
+    /// for the collapse when the heap passes `HUGE_PAGE_AFTER_ARENAS`.
+    small_chunks: [usize; SMALL_CHUNK_SLOTS],
+    small_chunk_count: usize,
+    collapse: Collapse,
 }
 
 // SAFETY: the raw pointers are only followed under the lock.
 unsafe impl Send for Arenas {}
 
-static ARENAS: Lock<Arenas> = Lock::new(Arenas {
-    lists: [ptr::null_mut(); LISTS],
-    nonempty: [0; POOLS_PER_ARENA + 1],
-    chunk_next: 0,
-    chunk_end: 0,
-    spare_chunk: 0,
-    huge_pages: HugePageProbe::new(),
-});
+static ARENAS: Lock<Arenas> = Lock::new(Arenas::new());
 
 impl Arenas {
+    /// No arenas and no chunks.
+    const fn new() -> Self {
+        Arenas {
+            lists: [ptr::null_mut(); LISTS],
+            nonempty: [0; POOLS_PER_ARENA + 1],
+            chunk_next: 0,
+            chunk_end: 0,
+            spare_chunk: 0,
+            huge_pages: HugePageProbe::new(),
+            small_chunks: [0; SMALL_CHUNK_SLOTS],
+            small_chunk_count: 0,
+            collapse: Collapse::Waiting,
+        }
+    }
+
     /// Takes `arena` out of its list. Call before changing its free mask.
     fn unlink(&mut self, arena: &Arena) {
         let (prev, next) = (arena.prev.get(), arena.next.get());
@@ -543,11 +556,18 @@ fn purge_arenas(now: u64, force: bool) -> Option<u64> {
                     if a.dirty_mask.get() != 0 || (empty && !spare) {
                         next_due = decay::earliest(next_due, Some(due_at));
                     }
+                } else if empty && !spare && arenas.collapse == Collapse::Running {
+                    // The collapse needs its chunks mapped: next pass.
+                    next_due = decay::earliest(next_due, Some(now.saturating_add(delay)));
                 } else if empty && !spare {
                     if doomed_count == PURGE_BATCH {
                         break 'walk;
                     }
                     arenas.unlink(a);
+                    // Out of the map under the lock, so a collapse that
+                    // finds all of a chunk's arenas in it knows none is
+                    // being unmapped.
+                    ARENA_MAP.remove(a.base());
                     // Uncounted as it leaves the lists (see `check`).
                     OS_COUNTERS.dirty_pools_purged(a.dirty_mask.get().count_ones() as usize * POOL_SIZE, 0);
                     doomed[doomed_count] = arena;
@@ -743,26 +763,121 @@ fn map_chunk(huge: bool) -> (*mut u8, u64) {
     (chunk, first_fault_ns)
 }
 
+/// Room for the small-page chunks: those below `HUGE_PAGE_AFTER_ARENAS`,
+/// and two more that racing threads may have mapped.
+const SMALL_CHUNK_SLOTS: usize = HUGE_PAGE_AFTER_ARENAS * ARENA_SIZE / CHUNK_SIZE + 2;
+
+/// Where the collapse of the small-page chunks is (see `collapse_chunks`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Collapse {
+    /// The heap has not passed `HUGE_PAGE_AFTER_ARENAS` yet.
+    Waiting,
+    /// A thread is collapsing, with the lock dropped.
+    Running,
+    Done,
+}
+
+/// Chunks to collapse, copied out of the lock.
+#[derive(Clone, Copy)]
+struct SmallChunks {
+    bases: [usize; SMALL_CHUNK_SLOTS],
+    count: usize,
+}
+
+/// A chunk is collapsed if at least this share of its pages is resident
+/// (in 1/8ths): the collapse makes the rest resident too.
+const COLLAPSE_MIN_RESIDENT_EIGHTHS: usize = 4;
+
+/// What `collapse_chunks` did.
+#[derive(Clone, Copy)]
+struct Collapsed {
+    /// Bit `i`: `SmallChunks::bases[i]` is a huge page now.
+    mask: u32,
+    /// A collapse took longer than `SLOW_HUGE_FAULT_NS`.
+    slow: bool,
+}
+const _: () = assert!(SMALL_CHUNK_SLOTS <= 32, "`Collapsed::mask` is a u32");
+
+/// Collapses the chunks that took small pages into huge pages, once, when
+/// the heap passes `HUGE_PAGE_AFTER_ARENAS` and its next chunk is the
+/// first advised for huge pages. If a collapse is slow, the probe backs
+/// off, and with `probed` the rest stay in small pages.
+///
+/// Why: the first 16 MiB hold what a program allocated first, and in many
+/// programs that stays in use: compare/'s hashmap and btree ran 7% and 9%
+/// slower with those chunks in small pages than with huge pages from the
+/// first chunk (TLB misses: the user time moved as much), which was most
+/// of mimalloc's lead on both. Advising huge pages from the first chunk
+/// would do it too, but rounds every small heap up to whole 2 MiB chunks
+/// (larson's peak RSS +10%, strings' +15%). The collapse costs a program
+/// that stays small nothing, and one that grows about 0.3-0.5 ms a chunk
+/// when the kernel has huge pages free (2.3-4.3 ms for the eight, measured
+/// in hashmap and btree on the Intel VM of BENCHMARKS.md; one run in
+/// eight, 12.7 ms). A chunk less than half resident is left alone (the
+/// collapse would make all of it resident), and so are chunks with an
+/// arena unmapped. The free pools of a collapsed chunk count as dirty
+/// afterwards (`Arenas::end_collapse`), so the purger returns what the
+/// collapse made resident in them. The chunks stay advised against huge
+/// pages, so khugepaged does not collapse them again once purges have
+/// split them.
+fn collapse_chunks(chunks: SmallChunks, probed: bool) -> Collapsed {
+    let pages_per_chunk = CHUNK_SIZE / os::page_size();
+    let mut done = Collapsed { mask: 0, slow: false };
+    for (i, &chunk) in chunks.bases[..chunks.count].iter().enumerate() {
+        // SAFETY: `begin_collapse` found every arena of the chunk mapped,
+        // and none is unmapped until the collapse is `Done`.
+        let resident = unsafe { os::resident_pages(chunk as *mut u8, CHUNK_SIZE) };
+        if resident * 8 < pages_per_chunk * COLLAPSE_MIN_RESIDENT_EIGHTHS {
+            continue;
+        }
+        let start = os::now_ns();
+        // SAFETY: as above; the collapse keeps every byte's value, so the
+        // blocks in use and the pools known to read as zero are unchanged.
+        let collapsed = unsafe { os::collapse_to_huge_page(chunk as *mut u8, CHUNK_SIZE) };
+        let nanos = os::now_ns().saturating_sub(start);
+        if collapsed {
+            OS_COUNTERS.collapsed_chunks.fetch_add(1, Ordering::Relaxed);
+            done.mask |= 1 << i;
+        }
+        if is_slow_huge_fault(nanos) {
+            OS_COUNTERS.slow_huge_page_faults.fetch_add(1, Ordering::Relaxed);
+            done.slow = true;
+            if probed {
+                break;
+            }
+        }
+    }
+    done
+}
+
 /// Maps the next chunk with the arena lock dropped (see `map_chunk`) and
 /// adds it; the lock, taken again, or `None` if the OS has no memory.
 fn add_next_chunk(mut arenas: LockGuard<'_, Arenas>) -> Option<LockGuard<'_, Arenas>> {
     let pages = arenas.next_chunk_pages();
+    let collapse = if pages == ChunkPages::Small { None } else { arenas.begin_collapse() };
     drop(arenas);
+    let collapsed = collapse.map(|chunks| (chunks, collapse_chunks(chunks, pages == ChunkPages::Probed)));
     let (chunk, first_fault_ns) = map_chunk(pages != ChunkPages::Small);
     let mut arenas = ARENAS.lock();
+    if let Some((chunks, done)) = collapsed {
+        arenas.end_collapse(chunks, done);
+    }
     if pages == ChunkPages::Probed {
         arenas.huge_pages.record((!chunk.is_null()).then_some(first_fault_ns));
     }
     if chunk.is_null() {
         return None;
     }
+
     if pages != ChunkPages::Small {
         OS_COUNTERS.huge_page_chunks.fetch_add(1, Ordering::Relaxed);
         if is_slow_huge_fault(first_fault_ns) {
             OS_COUNTERS.slow_huge_page_faults.fetch_add(1, Ordering::Relaxed);
         }
     }
-    arenas.add_chunk(chunk);
+    if arenas.add_chunk(chunk) && pages == ChunkPages::Small {
+        arenas.note_small_chunk(chunk as usize);
+    }
     Some(arenas)
 }
 
@@ -787,8 +902,8 @@ impl Arenas {
 
     /// Takes a chunk mapped while the lock was dropped: as the current one
     /// if that is used up, else as the spare; unmapped if both are taken
-    /// (threads raced to map).
-    fn add_chunk(&mut self, chunk: *mut u8) {
+    /// (threads raced to map). True if taken.
+    fn add_chunk(&mut self, chunk: *mut u8) -> bool {
         if self.chunk_next == self.chunk_end {
             self.chunk_next = chunk as usize;
             self.chunk_end = chunk as usize + CHUNK_SIZE;
@@ -797,7 +912,69 @@ impl Arenas {
         } else {
             // SAFETY: the chunk is fresh and nothing was cut from it.
             unsafe { os::unmap(chunk, CHUNK_SIZE) };
+            return false;
         }
+        true
+    }
+
+    /// Ends the collapse: the probe backs off if it was slow, and the free
+    /// pools of the collapsed chunks count as dirty from now, as the
+    /// collapse made their pages resident (zeros) even where they had been
+    /// purged or never used.
+    fn end_collapse(&mut self, chunks: SmallChunks, done: Collapsed) {
+        self.collapse = Collapse::Done;
+        if done.slow {
+            self.huge_pages.back_off();
+        }
+        let now = decay::now_ms();
+        let mut newly_dirty = 0;
+        for (i, &chunk) in chunks.bases[..chunks.count].iter().enumerate() {
+            if done.mask & 1 << i == 0 {
+                continue;
+            }
+            for base in (chunk..chunk + CHUNK_SIZE).step_by(ARENA_SIZE) {
+                // SAFETY: the chunk's arenas were all mapped when the
+                // collapse began, and none is unmapped before it is `Done`
+                // (set above, in this hold of the lock).
+                let a = unsafe { &*header_at(base) };
+                let clean = a.free_mask.get() & !a.dirty_mask.get();
+                if clean != 0 {
+                    a.dirty_mask.set(a.dirty_mask.get() | clean);
+                    a.released_at.set(now);
+                    newly_dirty += clean.count_ones() as usize;
+                }
+            }
+        }
+        if newly_dirty != 0 {
+            OS_COUNTERS.dirty_pools_released(newly_dirty * POOL_SIZE);
+            decay::note_dirty();
+        }
+    }
+
+    /// Remembers a chunk taken with small pages, for the collapse.
+    fn note_small_chunk(&mut self, chunk: usize) {
+        if self.small_chunk_count < SMALL_CHUNK_SLOTS {
+            self.small_chunks[self.small_chunk_count] = chunk;
+            self.small_chunk_count += 1;
+        }
+    }
+
+    /// Starts the collapse, once: the small-page chunks whose arenas are all
+    /// still mapped. Until it is `Done` no arena is unmapped, so those
+    /// chunks stay mapped while the lock is dropped.
+    fn begin_collapse(&mut self) -> Option<SmallChunks> {
+        if self.collapse != Collapse::Waiting {
+            return None;
+        }
+        self.collapse = Collapse::Running;
+        let mut chunks = SmallChunks { bases: [0; SMALL_CHUNK_SLOTS], count: 0 };
+        for &chunk in &self.small_chunks[..self.small_chunk_count] {
+            if (chunk..chunk + CHUNK_SIZE).step_by(ARENA_SIZE).all(|arena| ARENA_MAP.contains(arena)) {
+                chunks.bases[chunks.count] = chunk;
+                chunks.count += 1;
+            }
+        }
+        Some(chunks)
     }
 
     /// Address space for one more arena, cut from the current chunk (or the
@@ -869,6 +1046,12 @@ impl HugePageProbe {
         HugePageProbe { skip: 0, backoff: 0, in_flight: 0 }
     }
 
+    /// After a slow huge-page fault (or collapse): small pages for a while.
+    fn back_off(&mut self) {
+        self.backoff = (self.backoff * 2).clamp(MIN_SMALL_PAGE_CHUNKS, MAX_SMALL_PAGE_CHUNKS);
+        self.skip = self.backoff;
+    }
+
     /// Whether the chunk being mapped gets huge pages; if so, `record`
     /// must follow.
     fn advise_next(&mut self) -> bool {
@@ -891,8 +1074,7 @@ impl HugePageProbe {
             return;
         };
         if is_slow_huge_fault(nanos) {
-            self.backoff = (self.backoff * 2).clamp(MIN_SMALL_PAGE_CHUNKS, MAX_SMALL_PAGE_CHUNKS);
-            self.skip = self.backoff;
+            self.back_off();
         } else if nanos >= MIN_HUGE_FAULT_NS {
             self.backoff /= 2;
         }
@@ -935,11 +1117,11 @@ unsafe fn purge_pages(start: usize, end: usize) {
 }
 
 /// # Safety
-/// The arena is off every list and none of its pools is in use.
+/// The arena is off every list, out of the arena map, and none of its pools
+/// is in use.
 unsafe fn unmap_arena(arena: *mut Arena) {
     // SAFETY: the caller's arena is mapped until the unmap below.
     let base = unsafe { (*arena).base() };
-    ARENA_MAP.remove(base);
     // SAFETY: the caller owns the whole arena.
     unsafe { os::unmap(base as *mut u8, ARENA_SIZE) };
     OS_COUNTERS.arena_unmapped();
@@ -1068,6 +1250,10 @@ pub fn abandon_purge_claims() {
     arenas.for_each(|_, a| a.pools.iter().for_each(Pool::abandon_purge));
     arenas.return_reserved();
     arenas.huge_pages.in_flight = 0;
+    // A collapse another thread was running is abandoned with it.
+    if arenas.collapse == Collapse::Running {
+        arenas.collapse = Collapse::Done;
+    }
 }
 
 impl Arenas {
@@ -1244,14 +1430,7 @@ mod tests {
             // SAFETY: a non-zero size.
             let memory = unsafe { std::alloc::alloc(layout) } as usize;
             assert_ne!(memory, 0);
-            let arenas = Arenas {
-                lists: [ptr::null_mut(); LISTS],
-                nonempty: [0; POOLS_PER_ARENA + 1],
-                chunk_next: 0,
-                chunk_end: 0,
-                spare_chunk: 0,
-                huge_pages: HugePageProbe::new(),
-            };
+            let arenas = Arenas::new();
             Self { memory, layout, arenas }
         }
 

@@ -252,8 +252,11 @@ pub(crate) struct OsCounters {
     pub(crate) purged_bytes: AtomicUsize,
     /// Arena chunks advised for huge pages.
     pub(crate) huge_page_chunks: AtomicUsize,
-    /// Of those, chunks whose first fault was slow (see `arena`).
+    /// Chunks advised for huge pages whose first fault was slow, and
+    /// collapses that were slow (see `arena`).
     pub(crate) slow_huge_page_faults: AtomicUsize,
+    /// Small-page chunks collapsed into huge pages.
+    pub(crate) collapsed_chunks: AtomicUsize,
 }
 
 pub(crate) static OS_COUNTERS: OsCounters = OsCounters {
@@ -270,6 +273,7 @@ pub(crate) static OS_COUNTERS: OsCounters = OsCounters {
     purged_bytes: AtomicUsize::new(0),
     huge_page_chunks: AtomicUsize::new(0),
     slow_huge_page_faults: AtomicUsize::new(0),
+    collapsed_chunks: AtomicUsize::new(0),
 };
 
 impl OsCounters {

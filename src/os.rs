@@ -365,6 +365,50 @@ pub unsafe fn advise_huge_pages(p: *mut u8, size: usize) {
     }
 }
 
+/// Turns `[p, p + size)`, one huge page's worth mapped with small pages,
+/// into a transparent huge page now (`MADV_COLLAPSE`, Linux 6.1): the
+/// kernel copies the resident pages into a huge page and zeroes the rest.
+/// Contents do not change; pages not resident become resident. The range is
+/// advised against huge pages again afterwards, so neither later faults nor
+/// khugepaged make more of them there. False if the kernel did not (no huge
+/// page to be had, or no `MADV_COLLAPSE`).
+///
+/// # Safety
+/// The range is aligned to its size, mapped and owned by the caller.
+pub unsafe fn collapse_to_huge_page(p: *mut u8, size: usize) -> bool {
+    // SAFETY: advice on memory the caller owns; a collapse keeps contents.
+    unsafe {
+        // A range advised against huge pages cannot be collapsed.
+        libc::madvise(p.cast(), size, libc::MADV_HUGEPAGE);
+        let collapsed = libc::madvise(p.cast(), size, libc::MADV_COLLAPSE) == 0;
+        libc::madvise(p.cast(), size, libc::MADV_NOHUGEPAGE);
+        collapsed
+    }
+}
+
+/// How many pages of `[p, p + size)` are resident (`mincore`); 0 if the
+/// call fails.
+///
+/// # Safety
+/// The range is page-aligned and mapped by the caller.
+pub unsafe fn resident_pages(p: *mut u8, size: usize) -> usize {
+    let page = page_size();
+    let mut vec = [0u8; 512];
+    let mut resident = 0;
+    let mut offset = 0;
+    while offset < size {
+        let len = (size - offset).min(vec.len() * page);
+        // SAFETY: the range is mapped (caller); `vec` has a byte for each of
+        // its `len / page` pages.
+        if unsafe { libc::mincore(p.add(offset).cast(), len, vec.as_mut_ptr()) } != 0 {
+            return 0;
+        }
+        resident += vec[..len.div_ceil(page)].iter().filter(|&&v| v & 1 != 0).count();
+        offset += len;
+    }
+    resident
+}
+
 /// Asks the kernel not to back `[p, p + size)` with transparent huge pages,
 /// even when THP is enabled system-wide ("always"). Errors are ignored.
 ///

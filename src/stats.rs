@@ -57,10 +57,13 @@ pub struct Stats {
     pub purged_bytes: usize,
     /// Arena chunks (2 MiB) advised for transparent huge pages so far.
     pub huge_page_chunks: usize,
-    /// Of those, chunks whose first fault took over a millisecond, after
-    /// which the next chunks got small pages for a while
-    /// (`POOLMALLOC_HUGE_PAGES`; see the crate docs).
+    /// Huge-page faults (of those chunks) and collapses (of these) that
+    /// took over a millisecond, after which the next chunks got small pages
+    /// for a while (`POOLMALLOC_HUGE_PAGES`; see the crate docs).
     pub slow_huge_page_faults: usize,
+    /// Chunks mapped with small pages and collapsed into huge pages when
+    /// the heap passed 16 MiB.
+    pub collapsed_chunks: usize,
     /// Sum of the requested sizes of live blocks, large ones included.
     #[cfg(feature = "stats")]
     pub allocated_bytes: u64,
@@ -174,6 +177,7 @@ fn os_level(arena_count: usize) -> Stats {
         purged_bytes: c.purged_bytes.load(Ordering::Relaxed),
         huge_page_chunks: c.huge_page_chunks.load(Ordering::Relaxed),
         slow_huge_page_faults: c.slow_huge_page_faults.load(Ordering::Relaxed),
+        collapsed_chunks: c.collapsed_chunks.load(Ordering::Relaxed),
         #[cfg(feature = "stats")]
         allocated_bytes: 0,
         #[cfg(feature = "stats")]
@@ -298,8 +302,8 @@ impl fmt::Display for Stats {
         writeln!(f, "purged bytes      {:>14} (returned to the OS so far)", self.purged_bytes)?;
         writeln!(
             f,
-            "huge-page chunks  {:>14} ({} with a slow first fault)",
-            self.huge_page_chunks, self.slow_huge_page_faults
+            "huge-page chunks  {:>14} ({} more collapsed from small pages; {} slow)",
+            self.huge_page_chunks, self.collapsed_chunks, self.slow_huge_page_faults
         )?;
         write!(f, "thread heaps      {:>14}", self.thread_count)
     }
@@ -313,7 +317,7 @@ impl Stats {
             "{{\"mapped_bytes\":{},\"arena_count\":{},\"arena_peak\":{},\"arenas_reclaimed\":{},\
              \"large_count\":{},\"large_bytes\":{},\"large_remaps\":{},\"thread_count\":{},\
              \"cached_bytes\":{},\"large_cache_bytes\":{},\"large_cache_hits\":{},\"purged_bytes\":{},\
-             \"huge_page_chunks\":{},\"slow_huge_page_faults\":{},\"large_slots_plain\":{}",
+             \"huge_page_chunks\":{},\"slow_huge_page_faults\":{},\"collapsed_chunks\":{},\"large_slots_plain\":{}",
             self.mapped_bytes,
             self.arena_count,
             self.arena_peak,
@@ -328,6 +332,7 @@ impl Stats {
             self.purged_bytes,
             self.huge_page_chunks,
             self.slow_huge_page_faults,
+            self.collapsed_chunks,
             self.large_slots_plain
         )?;
         #[cfg(feature = "stats")]

@@ -1,6 +1,7 @@
 //! `POOLMALLOC_HUGE_PAGES`: once the heap passes 16 MiB, the 2 MiB chunks
 //! arenas come from are advised for transparent huge pages, always (`2`) or
-//! while their first faults stay fast (unset, the default). No harness: the
+//! while their first faults stay fast (unset, the default), and the chunks
+//! mapped before with small pages are collapsed into huge pages. No harness: the
 //! setting is read once per process, so `main` runs each mode in a child
 //! process of this binary with its own environment. Skipped where the kernel
 //! has no transparent huge pages.
@@ -11,37 +12,98 @@ use std::process::Command;
 #[global_allocator]
 static A: PoolMalloc = PoolMalloc::new();
 
-/// Bytes of mappings with `MADV_HUGEPAGE` set (`hg` in their `VmFlags`) that
-/// hold part of `blocks`.
-fn advised_bytes_holding(blocks: &[Box<[u8; 256]>]) -> usize {
+/// The mappings that hold part of `blocks`: for each, its size, its
+/// `AnonHugePages` bytes and its `VmFlags`.
+fn mappings_holding(blocks: &[Box<[u8; 256]>]) -> Vec<(usize, usize, String)> {
     let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-    let mut total = 0;
-    let mut range = (0usize, 0usize);
+    let mut mappings = Vec::new();
+    let mut current: Option<(usize, usize)> = None;
+    let mut anon_huge = 0;
     for line in smaps.lines() {
         let first = line.split_whitespace().next().unwrap_or("");
         if let Some((start, end)) = first.split_once('-')
             && let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16))
         {
-            range = (start, end);
-        } else if first == "VmFlags:" && line.split_whitespace().any(|flag| flag == "hg") {
-            let (start, end) = range;
-            if blocks.iter().any(|b| (start..end).contains(&(b.as_ptr() as usize))) {
-                total += end - start;
-            }
+            current = Some((start, end));
+            anon_huge = 0;
+        } else if first == "AnonHugePages:" {
+            anon_huge = line.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() << 10;
+        } else if first == "VmFlags:"
+            && let Some((start, end)) = current
+            && blocks.iter().any(|b| (start..end).contains(&(b.as_ptr() as usize)))
+        {
+            mappings.push((end - start, anon_huge, line.to_string()));
         }
     }
-    total
+    mappings
 }
 
-/// 64 MiB of 256-byte blocks (past the 16 MiB threshold), checked; then
-/// `check` gets the advised bytes that hold them and the chunks the
-/// statistics count as advised and as slow.
-fn fill_and_check(check: impl FnOnce(usize, usize, usize)) {
+/// Bytes of the mappings holding `blocks` with `MADV_HUGEPAGE` set (`hg`).
+fn advised_bytes(mappings: &[(usize, usize, String)]) -> usize {
+    mappings.iter().filter(|(_, _, flags)| flags.split_whitespace().any(|f| f == "hg")).map(|m| m.0).sum()
+}
+
+/// Huge-page bytes in the mappings holding `blocks` that are advised
+/// against huge pages (`nh`): the chunks mapped before the heap passed
+/// 16 MiB, where only a collapse makes huge pages.
+fn collapsed_bytes(mappings: &[(usize, usize, String)]) -> usize {
+    mappings.iter().filter(|(_, _, flags)| flags.split_whitespace().any(|f| f == "nh")).map(|m| m.1).sum()
+}
+
+/// Whether this kernel collapses small pages into a huge page on request
+/// (`MADV_COLLAPSE`, Linux 6.1) right now: tried on a mapping of our own.
+fn kernel_collapses() -> bool {
+    const HUGE: usize = 2 << 20;
+    // SAFETY: a fresh private mapping, unmapped below; only its aligned
+    // 2 MiB inside is touched and advised.
+    unsafe {
+        let map = libc::mmap(
+            std::ptr::null_mut(),
+            2 * HUGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(map, libc::MAP_FAILED);
+        let aligned = (map as usize).next_multiple_of(HUGE) as *mut u8;
+        libc::madvise(aligned.cast(), HUGE, libc::MADV_NOHUGEPAGE);
+        aligned.write_bytes(1, HUGE);
+        libc::madvise(aligned.cast(), HUGE, libc::MADV_HUGEPAGE);
+        let collapsed = libc::madvise(aligned.cast(), HUGE, libc::MADV_COLLAPSE) == 0;
+        libc::munmap(map, 2 * HUGE);
+        collapsed
+    }
+}
+
+/// What `fill_and_check` found.
+struct Found {
+    /// Bytes of the advised mappings that hold the blocks.
+    advised: usize,
+    /// Huge-page bytes in the mappings of the small-page chunks.
+    collapsed_bytes: usize,
+    /// The statistics' counts: chunks advised, slow faults or collapses,
+    /// chunks collapsed.
+    chunks: usize,
+    slow: usize,
+    collapsed: usize,
+}
+
+/// 64 MiB of 256-byte blocks (past the 16 MiB threshold), their contents
+/// checked after the collapse of the first chunks; then `check` gets what
+/// the mappings and the statistics say.
+fn fill_and_check(check: impl FnOnce(Found)) {
     let blocks: Vec<Box<[u8; 256]>> = (0..256 * 1024).map(|i| Box::new([i as u8; 256])).collect();
     assert!(blocks.iter().enumerate().all(|(i, b)| b.iter().all(|&x| x == i as u8)));
-    let advised = advised_bytes_holding(&blocks);
+    let mappings = mappings_holding(&blocks);
     let stats = poolmalloc::stats();
-    check(advised, stats.huge_page_chunks, stats.slow_huge_page_faults);
+    check(Found {
+        advised: advised_bytes(&mappings),
+        collapsed_bytes: collapsed_bytes(&mappings),
+        chunks: stats.huge_page_chunks,
+        slow: stats.slow_huge_page_faults,
+        collapsed: stats.collapsed_chunks,
+    });
     drop(blocks);
     poolmalloc::collect();
 }
@@ -53,19 +115,35 @@ fn main() {
         return;
     }
     match std::env::args().nth(1).as_deref() {
-        Some("always") => fill_and_check(|advised, chunks, _| {
+        Some("always") => fill_and_check(|found| {
+            let Found { advised, collapsed_bytes, chunks, collapsed, .. } = found;
             // Everything past the first 64 arenas (16 MiB) is in advised chunks.
             assert!(advised >= 32 << 20, "only {advised} bytes of the blocks' mappings are advised for huge pages");
             assert!(chunks >= 16, "{chunks} chunks counted as advised");
-            println!("always: {} MiB of advised mappings held the blocks", advised >> 20);
+            // The eight chunks before are full of blocks, so each is tried;
+            // each collapse the statistics count is a huge page in them.
+            assert_eq!(collapsed_bytes, collapsed * (2 << 20), "{collapsed} chunks counted as collapsed");
+            assert!(collapsed <= 8, "{collapsed} chunks counted as collapsed");
+            if collapsed == 0 {
+                // Only where the kernel would not collapse for us either.
+                assert!(!kernel_collapses(), "the kernel collapses, but no chunk was collapsed");
+                println!("always: this kernel did not collapse (no MADV_COLLAPSE or no huge page free)");
+            }
+            println!("always: {} MiB of advised mappings held the blocks, {collapsed} chunks collapsed", advised >> 20);
         }),
-        Some("probed") => fill_and_check(|advised, chunks, slow| {
+        Some("probed") => fill_and_check(|found| {
+            let Found { advised, collapsed_bytes, chunks, slow, collapsed } = found;
             // The first chunk past 16 MiB is always tried; how many more get
-            // huge pages depends on how fast the kernel gives them.
-            assert!(chunks >= 1 && slow <= chunks, "{chunks} chunks advised, {slow} slow");
+            // huge pages depends on how fast the kernel gives them, and so
+            // does how many of the first eight are collapsed.
+            assert!(chunks >= 1 && slow <= chunks + collapsed, "{chunks} chunks advised, {slow} slow");
             assert!(advised >= 2 << 20, "only {advised} bytes of the blocks' mappings are advised for huge pages");
             assert!(advised <= chunks * (2 << 20), "{advised} bytes advised, but {chunks} chunks counted");
-            println!("probed: {} chunks advised, {slow} slow, {} MiB held the blocks", chunks, advised >> 20);
+            assert_eq!(collapsed_bytes, collapsed * (2 << 20), "{collapsed} chunks counted as collapsed");
+            println!(
+                "probed: {chunks} chunks advised, {collapsed} collapsed, {slow} slow, {} MiB held the blocks",
+                advised >> 20
+            );
         }),
         Some(other) => panic!("unknown mode {other}"),
         None => {
