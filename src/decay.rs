@@ -28,7 +28,8 @@
 //! - `POOLMALLOC_BACKGROUND_PURGE` (default 1): 0 disables the purger thread;
 //! - `POOLMALLOC_HUGE_PAGES` (default 1): once the heap passes 16 MiB, the
 //!   2 MiB chunks arenas are cut from are advised for transparent huge pages
-//!   while their first faults stay fast (1), always (2), or never (0).
+//!   while their first faults stay fast (1), always (2), or never (0); with
+//!   1 and 2 the chunks mapped before are collapsed into huge pages then.
 
 use crate::os;
 use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};

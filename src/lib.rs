@@ -173,7 +173,15 @@
 //! huge pages, and mimalloc, which maps huge pages, beat it; on the Intel
 //! VM btree spent 4% more user time than with them). Once the heap passes
 //! 16 MiB, each new 2 MiB chunk arenas are cut from is advised for huge
-//! pages and its first fault is timed, outside the arena lock. On the
+//! pages and its first fault is timed, outside the arena lock. At that
+//! point the eight chunks mapped before, in small pages, are collapsed
+//! into huge pages (`MADV_COLLAPSE`, `arena::collapse_chunks`): what a
+//! program allocated first often stays in use, and on small pages it cost
+//! hashmap 7% and btree 9% (TLB misses). A chunk less than half resident
+//! is left alone, the free pools of a collapsed one count as dirty so the
+//! purger returns what the collapse made resident, and the chunks stay
+//! advised against huge pages so khugepaged leaves them alone once purges
+//! split them. On the
 //! Intel VM that fault takes 0.22-0.35 ms when the kernel has a huge page
 //! free (512 small-page faults take 0.6-1.4 ms) and 4.6-5.2 ms when it
 //! comes from memory the host has taken back, which happens once the
@@ -360,19 +368,19 @@
 //! together fill the arenas, so the identity is a check, not a remainder.
 //!
 //! ## Where the design falls short
-//! In the last full run (b624e88, 20 rounds, each allocator following
+//! In the last full run (da5e527, 20 rounds, each allocator following
 //! every other equally often, on a 2-vCPU Intel VM; BENCHMARKS.md has the
-//! numbers) poolmalloc is first on seven of the nine whole programs,
-//! behind mimalloc on btree (1.188 s against 1.160, middle halves
-//! overlapping) and behind jemalloc on prodcons (0.237 s against 0.228).
-//! Huge-page faults were fast in that run; in the run before (c3c5f2f),
-//! when they were mostly slow, poolmalloc was first on btree too, and a
-//! btree-and-hashmap run after it (5feada5) put poolmalloc first on btree
-//! (1.132 s against 1.175) and mimalloc on hashmap (0.320 against 0.347).
-//! Callgrind counts fewer instructions for poolmalloc on both (prodcons'
-//! producer 180M against jemalloc's 301M at scale 0.2), so what separates
-//! them is memory, which that model does not time. Two limits of the
-//! design and one property of a workload explain the margins:
+//! numbers) poolmalloc is first on six of the nine whole programs, behind
+//! mimalloc on hashmap (0.311 s against 0.306, middle halves
+//! overlapping), jemalloc on prodcons (0.218 against 0.205) and glibc on
+//! vecgrow (0.452 against 0.445). Huge-page faults were mostly slow in
+//! that run. In the run before (b624e88), when they were fast, poolmalloc
+//! was behind mimalloc on btree (1.188 against 1.160) and first on hashmap
+//! and vecgrow; the order on btree and hashmap has changed from run to
+//! run. Callgrind counts fewer instructions for poolmalloc on these
+//! (prodcons' producer 180M against jemalloc's 301M at scale 0.2), so what
+//! separates them is memory and scheduling, which that model does not
+//! time. What explains the margins:
 //! - **Frees touch metadata and the block.** A free reads the span-head
 //!   table and the pool descriptor, and writes the free-list link into the
 //!   block. jemalloc's sized free puts the pointer in a per-thread array and
@@ -394,47 +402,69 @@
 //!   freed blocks were just read, so reusing them first reuses cache-hot
 //!   lines; larson frees blocks it has not touched for a long time.
 //!   Allocation from one span at a time is the locality this design is
-//!   built on, so the cache went. The same link write is what prodcons'
-//!   producer waits on: every block it reuses was last written by the
-//!   consumer's core. The remote list's length in its head word (no walk
-//!   at take-back), `prefetchw` on the next free block and outbox entries
-//!   of up to 256 blocks took the run from 0.36 s to 0.22-0.24; jemalloc,
-//!   whose consumer never writes the blocks, takes 0.21-0.23. Pinned to
-//!   one CPU, where no line crosses cores, poolmalloc runs prodcons in
-//!   0.16-0.17 s and jemalloc in 0.26-0.27. Taking the link out of the
-//!   block (a per-pool bitmap of remote frees, which the owner would turn
-//!   into a list with stores it can issue in parallel, instead of loads
-//!   that chase the consumer's links one miss at a time) is the design
-//!   change that would answer it; not built. What makes it more than a
-//!   swap of representations: a remote push now publishes its blocks and
-//!   the list's "non-empty" transition (which puts the pool on its owner's
-//!   pending list and keeps it from retiring) in one CAS of one word. A
-//!   bitmap of more than 64 blocks (every class under 256 bytes in a
-//!   16 KiB pool) needs several words, so the push would need a second
-//!   protocol to pin the pool between setting its bits and reading its
-//!   owner. Counters in one prodcons run (temporary, not committed) also
-//!   show where its blocks come from: 80k pools a run are taken from the
-//!   kept list or the arenas and carved afresh, and 7.8M of the 10M blocks
-//!   are carved, so the producer mostly pays for its carve's link stores to
-//!   lines the consumer's link writes left modified in the other core, and
-//!   less for chasing links.
-//! - **The first 16 MiB in 4 KiB pages.** mimalloc advises its whole 1 GiB
+//!   built on, so the cache went.
+//! - **prodcons is paced by its channel.** The link write above is not
+//!   what keeps jemalloc ahead there: with the consumer writing the first
+//!   word of each block before freeing it (a temporary change to the
+//!   workload), jemalloc ran 2% slower (0.2114 s against 0.2070, six
+//!   alternating runs each), less than its 5-6% lead. The workload's
+//!   per-thread fields (367aa0a) show what is: the producer sets the pace,
+//!   and its CPU time is about the same under both (0.221 s against 0.208,
+//!   medians of 20 rounds, the difference about the system time of
+//!   wake-ups); poolmalloc's consumer spends 0.135 s against jemalloc's
+//!   0.188, so it empties the channel and parks on it 4676 times against
+//!   1123, and each park costs the producer a futex wake in its next send.
+//!   With 3 us more work per 1000-block batch in the consumer (temporary),
+//!   poolmalloc ran prodcons in 0.209 s and jemalloc in 0.238 (six
+//!   alternating runs each). Pinned to one CPU, poolmalloc runs it in
+//!   0.16-0.17 s and jemalloc in 0.26-0.27. A per-pool bitmap of remote
+//!   frees, which would take the link out of the block, was the candidate
+//!   fix until these measurements; it is not built, and they say it would
+//!   not close this gap. (A remote push publishes its blocks and the
+//!   pool's "non-empty" transition, which pins the pool, in one CAS of one
+//!   word; a bitmap of more than 64 blocks would need a second protocol.)
+//! - **Remote frees wait for their owner.** Only a heap's thread takes
+//!   back the blocks other threads free to its pools, in its slow paths,
+//!   so a thread that stops allocating while it waits keeps them.
+//!   larson's four chain threads each allocate 1000 blocks, hand them to a
+//!   thread that frees them, and block in `join` for the rest of the run.
+//!   With each chain thread calling [`collect`] after each `join` (a
+//!   temporary change to the workload), larson's peak RSS was 9410 KiB
+//!   against 11528 without and jemalloc's 11106 (medians of 8 alternating
+//!   runs), at the same speed; collecting the idle heaps too took it to
+//!   8258. jemalloc has no owners: a freed block goes back to its arena's
+//!   bin, for any thread of that arena. No cheap signal tells a heap that
+//!   its thread has stopped (the fast paths publish nothing), and no other
+//!   thread may take over a heap whose thread can run again at any moment,
+//!   so larson's peak stays over jemalloc's (by 3.7% in the da5e527 run,
+//!   5.4% in the b624e88 run). A program that hands its
+//!   memory off and then blocks for long can call [`collect`].
+//! - **Huge pages come late.** mimalloc advises its whole 1 GiB
 //!   reservation for huge pages; when the VM's huge-page faults are cheap
 //!   its btree runs with fewer TLB misses (1.363 s against 1.453 with 0.03
 //!   s of system time in the 6d619b7 run, when poolmalloc had small pages
 //!   only). Huge pages while their faults are fast (above) took most of
 //!   that back: in an 8-round balanced run btree took 0.985 s against 1.147
 //!   with small pages and mimalloc's 0.946, hashmap 0.317 against 0.337 and
-//!   0.303. The rest is the first 16 MiB (4900 faults on hashmap against
-//!   mimalloc's 145), kept in small pages so small programs stay small.
-//!   When the faults turn slow, the probe pays one and falls back to small
-//!   pages, where mimalloc keeps paying them (its btree: 0.29 s of system
-//!   time in the c3c5f2f run, 1.320 s against poolmalloc's 1.167). In the
-//!   b624e88 run, with fast faults, mimalloc's btree was 2.4% ahead; a
-//!   build advising from the first arena ran btree in a median 1.13 s
-//!   against 1.20 for the default and mimalloc's 1.13 (five alternating
-//!   runs, noisy), but would add up to 2 MiB of RSS to programs of a few
-//!   MiB, where larson is already 4-5% over jemalloc's peak.
+//!   0.303. The first 16 MiB stayed in small pages so small programs stay
+//!   small, and cost hashmap and btree most of the rest; da5e527 collapses
+//!   them when the heap passes them (above). With huge pages past 16 MiB
+//!   in both builds (`POOLMALLOC_HUGE_PAGES=2`, six alternating runs),
+//!   btree took 0.910 s against 1.088 and hashmap 0.310 against 0.322.
+//!   hashmap gets only four of the eight chunks collapsed: the others are
+//!   less than half resident when the heap passes 16 MiB (its values come
+//!   from `alloc_zeroed`, and most of their pages are never touched), and
+//!   with huge pages from the first chunk it ran in 0.312 s against 0.348
+//!   (a trial build). The collapse's cost: spans that live threads hold in
+//!   those chunks become resident whole, and owners do not purge spans
+//!   they hold (the idle workload: 4.8 MiB after freeing everything,
+//!   against 4.2). When the faults turn slow, the probe pays one and falls
+//!   back to small pages, where mimalloc keeps paying them (its btree:
+//!   1.161 s against poolmalloc's 1.005 in the da5e527 run, 0.23-0.33 s of
+//!   system time in 15 of 20 rounds). Large mappings from 4 MiB are advised
+//!   for huge pages without a probe; vecgrow's slow rounds in that run
+//!   (0.45-0.59 s with 0.15-0.32 s of system time, against 0.34-0.39 with
+//!   0.06-0.13) are likely slow faults there.
 //! - **The work queue's time is a scheduling mode** (sleeps in std's
 //!   channel and mutex on 2 CPUs). In the 20-round run, the same build
 //!   under two names (the huge-page setting does nothing below 64 arenas)
