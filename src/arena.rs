@@ -785,8 +785,13 @@ struct SmallChunks {
 }
 
 /// A chunk is collapsed if at least this share of its pages is resident
-/// (in 1/8ths): the collapse makes the rest resident too.
-const COLLAPSE_MIN_RESIDENT_EIGHTHS: usize = 4;
+/// (in 1/8ths): the collapse makes the rest resident too. At a half,
+/// compare/'s hashmap got four of its eight chunks collapsed (its values
+/// come from `alloc_zeroed`, and most of their pages are never touched)
+/// and ran in 0.333 s; at a quarter all eight, 0.312 (default 0.347;
+/// `POOLMALLOC_HUGE_PAGES=2`, six alternating runs each), with the same
+/// peak RSS. At 7/8 none of its chunks qualified.
+const COLLAPSE_MIN_RESIDENT_EIGHTHS: usize = 2;
 
 /// What `collapse_chunks` did.
 #[derive(Clone, Copy)]
@@ -813,8 +818,8 @@ const _: () = assert!(SMALL_CHUNK_SLOTS <= 32, "`Collapsed::mask` is a u32");
 /// that stays small nothing, and one that grows about 0.3-0.5 ms a chunk
 /// when the kernel has huge pages free (2.3-4.3 ms for the eight, measured
 /// in hashmap and btree on the Intel VM of BENCHMARKS.md; one run in
-/// eight, 12.7 ms). A chunk less than half resident is left alone (the
-/// collapse would make all of it resident), and so are chunks with an
+/// eight, 12.7 ms). A chunk less than a quarter resident is left alone
+/// (the collapse would make all of it resident), and so are chunks with an
 /// arena unmapped. The free pools of a collapsed chunk count as dirty
 /// afterwards (`Arenas::end_collapse`), so the purger returns what the
 /// collapse made resident in them. The chunks stay advised against huge

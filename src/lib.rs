@@ -177,12 +177,11 @@
 //! point the eight chunks mapped before, in small pages, are collapsed
 //! into huge pages (`MADV_COLLAPSE`, `arena::collapse_chunks`): what a
 //! program allocated first often stays in use, and on small pages it cost
-//! hashmap 7% and btree 9% (TLB misses). A chunk less than half resident
-//! is left alone, the free pools of a collapsed one count as dirty so the
-//! purger returns what the collapse made resident, and the chunks stay
-//! advised against huge pages so khugepaged leaves them alone once purges
-//! split them. On the
-//! Intel VM that fault takes 0.22-0.35 ms when the kernel has a huge page
+//! hashmap 7% and btree 9% (TLB misses). A chunk less than a quarter
+//! resident is left alone, the free pools of a collapsed one count as
+//! dirty so the purger returns what the collapse made resident, and the
+//! chunks stay advised against huge pages so khugepaged leaves them alone
+//! once purges split them. On the Intel VM that fault takes 0.22-0.35 ms when the kernel has a huge page
 //! free (512 small-page faults take 0.6-1.4 ms) and 4.6-5.2 ms when it
 //! comes from memory the host has taken back, which happens once the
 //! memory other processes freed recently is used up. After a fault over 1
@@ -450,15 +449,14 @@
 //!   small, and cost hashmap and btree most of the rest; da5e527 collapses
 //!   them when the heap passes them (above). With huge pages past 16 MiB
 //!   in both builds (`POOLMALLOC_HUGE_PAGES=2`, six alternating runs),
-//!   btree took 0.910 s against 1.088 and hashmap 0.310 against 0.322.
-//!   hashmap gets only four of the eight chunks collapsed: the others are
-//!   less than half resident when the heap passes 16 MiB (its values come
-//!   from `alloc_zeroed`, and most of their pages are never touched), and
-//!   with huge pages from the first chunk it ran in 0.312 s against 0.348
-//!   (a trial build). The collapse's cost: spans that live threads hold in
-//!   those chunks become resident whole, and owners do not purge spans
-//!   they hold (the idle workload: 4.8 MiB after freeing everything,
-//!   against 4.2). When the faults turn slow, the probe pays one and falls
+//!   btree took 0.910 s against 1.088, and hashmap 0.312 against 0.347
+//!   once chunks a quarter resident were collapsed too (0.333 with half:
+//!   its values come from `alloc_zeroed`, and most of their pages are
+//!   never touched, so only four of its eight chunks were half resident
+//!   when the heap passed 16 MiB). The collapse's cost: spans that live
+//!   threads hold in those chunks become resident whole, and owners do not
+//!   purge spans they hold (the idle workload: 4.8 MiB after freeing
+//!   everything, against 4.2). When the faults turn slow, the probe pays one and falls
 //!   back to small pages, where mimalloc keeps paying them (its btree:
 //!   1.161 s against poolmalloc's 1.005 in the da5e527 run, 0.23-0.33 s of
 //!   system time in 15 of 20 rounds). Large mappings from 4 MiB are advised
