@@ -367,19 +367,20 @@
 //! together fill the arenas, so the identity is a check, not a remainder.
 //!
 //! ## Where the design falls short
-//! In the last full run (da5e527, 20 rounds, each allocator following
+//! In the last full run (8546270, 20 rounds, each allocator following
 //! every other equally often, on a 2-vCPU Intel VM; BENCHMARKS.md has the
-//! numbers) poolmalloc is first on six of the nine whole programs, behind
-//! mimalloc on hashmap (0.311 s against 0.306, middle halves
-//! overlapping), jemalloc on prodcons (0.218 against 0.205) and glibc on
-//! vecgrow (0.452 against 0.445). Huge-page faults were mostly slow in
-//! that run. In the run before (b624e88), when they were fast, poolmalloc
-//! was behind mimalloc on btree (1.188 against 1.160) and first on hashmap
-//! and vecgrow; the order on btree and hashmap has changed from run to
-//! run. Callgrind counts fewer instructions for poolmalloc on these
-//! (prodcons' producer 180M against jemalloc's 301M at scale 0.2), so what
-//! separates them is memory and scheduling, which that model does not
-//! time. What explains the margins:
+//! numbers) poolmalloc is first on eight of the nine whole programs and
+//! behind jemalloc on prodcons (0.226 s against 0.208); huge-page faults
+//! were mixed. In the run before (da5e527), with mostly slow faults, it
+//! was also behind mimalloc on hashmap (0.311 against 0.306, middle halves
+//! overlapping) and glibc on vecgrow (0.452 against 0.445); in the one
+//! before that (b624e88), with fast faults, behind mimalloc on btree
+//! (1.188 against 1.160). Peak RSS: churn's is at jemalloc's + 5% or just
+//! over (+6.8% in the last run), larson's 4-5% over. Callgrind counts
+//! fewer instructions for poolmalloc on these (prodcons' producer 180M
+//! against jemalloc's 301M at scale 0.2), so what separates them is memory
+//! and scheduling, which that model does not time. What explains the
+//! margins:
 //! - **Frees touch metadata and the block.** A free reads the span-head
 //!   table and the pool descriptor, and writes the free-list link into the
 //!   block. jemalloc's sized free puts the pointer in a per-thread array and
@@ -455,7 +456,7 @@
 //!   never touched, so only four of its eight chunks were half resident
 //!   when the heap passed 16 MiB). The collapse's cost: spans that live
 //!   threads hold in those chunks become resident whole, and owners do not
-//!   purge spans they hold (the idle workload: 4.8 MiB after freeing
+//!   purge spans they hold (the idle workload: 4.7-4.8 MiB after freeing
 //!   everything, against 4.2). When the faults turn slow, the probe pays one and falls
 //!   back to small pages, where mimalloc keeps paying them (its btree:
 //!   1.161 s against poolmalloc's 1.005 in the da5e527 run, 0.23-0.33 s of
