@@ -62,6 +62,12 @@ const HEADER_SIZE: usize = core::mem::size_of::<LargeHeader>();
 /// filled 2 MiB per fault instead of 4 KiB, and big buffers are usually
 /// written whole.
 const HUGE_PAGE_THRESHOLD: usize = 4 << 20;
+
+/// Whether a mapping of `map_size` bytes asks for huge pages: big enough,
+/// and huge pages not turned off (`POOLMALLOC_HUGE_PAGES=0`).
+fn wants_huge_pages(map_size: usize) -> bool {
+    map_size >= HUGE_PAGE_THRESHOLD && decay::settings().huge_pages != decay::HugePages::Off
+}
 const MIN_OFFSET: usize = 64;
 const LARGE_MAGIC: usize = 0x706f_6f6c_6c61_7267;
 
@@ -132,7 +138,7 @@ pub fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     if base.is_null() {
         return base;
     }
-    if map_size >= HUGE_PAGE_THRESHOLD {
+    if wants_huge_pages(map_size) {
         // SAFETY: the fresh mapping is ours and page-aligned.
         unsafe { os::advise_huge_pages(base, map_size) };
     }
@@ -641,7 +647,7 @@ pub unsafe fn usable_size(block: *mut u8) -> usize {
 /// # Safety
 /// The range is page-aligned and the block's own.
 unsafe fn advise_huge_pages_if_grown_past(base: usize, old_size: usize, new_size: usize) {
-    if new_size >= HUGE_PAGE_THRESHOLD && old_size < HUGE_PAGE_THRESHOLD {
+    if wants_huge_pages(new_size) && old_size < HUGE_PAGE_THRESHOLD {
         // SAFETY: forwarded from the caller.
         unsafe { os::advise_huge_pages(base as *mut u8, new_size) };
     }

@@ -1,7 +1,8 @@
 //! `POOLMALLOC_HUGE_PAGES`: once the heap passes 16 MiB, the 2 MiB chunks
 //! arenas come from are advised for transparent huge pages, always (`2`) or
 //! while their first faults stay fast (unset, the default), and the chunks
-//! mapped before with small pages are collapsed into huge pages. No harness: the
+//! mapped before with small pages are collapsed into huge pages; large
+//! mappings from 4 MiB are advised too, unless the setting is `0`. No harness: the
 //! setting is read once per process, so `main` runs each mode in a child
 //! process of this binary with its own environment. Skipped where the kernel
 //! has no transparent huge pages.
@@ -76,6 +77,23 @@ fn kernel_collapses() -> bool {
     }
 }
 
+/// Whether the mapping that holds `p` has `MADV_HUGEPAGE` set.
+fn mapping_advised(p: *const u8) -> bool {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut holds = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((start, end)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16))
+        {
+            holds = (start..end).contains(&(p as usize));
+        } else if first == "VmFlags:" && holds {
+            return line.split_whitespace().any(|flag| flag == "hg");
+        }
+    }
+    panic!("no mapping holds {p:?}");
+}
+
 /// What `fill_and_check` found.
 struct Found {
     /// Bytes of the advised mappings that hold the blocks.
@@ -87,6 +105,8 @@ struct Found {
     chunks: usize,
     slow: usize,
     collapsed: usize,
+    /// Whether a 16 MiB large block's mapping is advised for huge pages.
+    large_advised: bool,
 }
 
 /// 64 MiB of 256-byte blocks (past the 16 MiB threshold), their contents
@@ -97,12 +117,16 @@ fn fill_and_check(check: impl FnOnce(Found)) {
     assert!(blocks.iter().enumerate().all(|(i, b)| b.iter().all(|&x| x == i as u8)));
     let mappings = mappings_holding(&blocks);
     let stats = poolmalloc::stats();
+    let large = vec![7u8; 16 << 20];
+    let large_advised = mapping_advised(large.as_ptr());
+    assert!(large.iter().all(|&x| x == 7));
     check(Found {
         advised: advised_bytes(&mappings),
         collapsed_bytes: collapsed_bytes(&mappings),
         chunks: stats.huge_page_chunks,
         slow: stats.slow_huge_page_faults,
         collapsed: stats.collapsed_chunks,
+        large_advised,
     });
     drop(blocks);
     poolmalloc::collect();
@@ -116,7 +140,8 @@ fn main() {
     }
     match std::env::args().nth(1).as_deref() {
         Some("always") => fill_and_check(|found| {
-            let Found { advised, collapsed_bytes, chunks, collapsed, .. } = found;
+            let Found { advised, collapsed_bytes, chunks, collapsed, large_advised, .. } = found;
+            assert!(large_advised, "a 16 MiB block's mapping is not advised for huge pages");
             // Everything past the first 64 arenas (16 MiB) is in advised chunks.
             assert!(advised >= 32 << 20, "only {advised} bytes of the blocks' mappings are advised for huge pages");
             assert!(chunks >= 16, "{chunks} chunks counted as advised");
@@ -132,7 +157,8 @@ fn main() {
             println!("always: {} MiB of advised mappings held the blocks, {collapsed} chunks collapsed", advised >> 20);
         }),
         Some("probed") => fill_and_check(|found| {
-            let Found { advised, collapsed_bytes, chunks, slow, collapsed } = found;
+            let Found { advised, collapsed_bytes, chunks, slow, collapsed, large_advised } = found;
+            assert!(large_advised, "a 16 MiB block's mapping is not advised for huge pages");
             // The first chunk past 16 MiB is always tried; how many more get
             // huge pages depends on how fast the kernel gives them, and so
             // does how many of the first eight are collapsed.
@@ -145,10 +171,17 @@ fn main() {
                 advised >> 20
             );
         }),
+        Some("off") => fill_and_check(|found| {
+            let Found { advised, collapsed_bytes, chunks, slow, collapsed, large_advised } = found;
+            assert_eq!((advised, collapsed_bytes), (0, 0), "huge pages in the blocks' mappings with the setting off");
+            assert_eq!((chunks, slow, collapsed), (0, 0, 0), "huge-page chunks counted with the setting off");
+            assert!(!large_advised, "a 16 MiB block's mapping is advised for huge pages with the setting off");
+            println!("off: no mapping advised, nothing collapsed");
+        }),
         Some(other) => panic!("unknown mode {other}"),
         None => {
             let exe = std::env::current_exe().unwrap();
-            for (mode, setting) in [("always", Some("2")), ("probed", None)] {
+            for (mode, setting) in [("always", Some("2")), ("probed", None), ("off", Some("0"))] {
                 let mut child = Command::new(&exe);
                 child.arg(mode);
                 match setting {
