@@ -428,16 +428,18 @@
 //!   so a thread that stops allocating while it waits keeps them.
 //!   larson's four chain threads each allocate 1000 blocks, hand them to a
 //!   thread that frees them, and block in `join` for the rest of the run.
-//!   With each chain thread calling [`collect`] after each `join` (a
-//!   temporary change to the workload), larson's peak RSS was 9410 KiB
-//!   against 11528 without and jemalloc's 11106 (medians of 8 alternating
-//!   runs), at the same speed; collecting the idle heaps too took it to
-//!   8258. jemalloc has no owners: a freed block goes back to its arena's
-//!   bin, for any thread of that arena. No cheap signal tells a heap that
-//!   its thread has stopped (the fast paths publish nothing), and no other
+//!   With each chain thread taking its remote frees back after each
+//!   `join` (its own heap's part of [`collect`], a temporary change to the
+//!   workload), larson's peak RSS was 9410 KiB against 11528 without and
+//!   jemalloc's 11106 (medians of 8 alternating runs), at the same speed;
+//!   the whole of [`collect`], which also takes back what was freed to
+//!   exited threads' heaps, took it to 8258 (but 0.223 s against 0.162).
+//!   jemalloc has no owners: a freed block goes back to its arena's bin,
+//!   for any thread of that arena. No cheap signal tells a heap that its
+//!   thread has stopped (the fast paths publish nothing), and no other
 //!   thread may take over a heap whose thread can run again at any moment,
-//!   so larson's peak stays over jemalloc's (by 3.7% in the da5e527 run,
-//!   5.4% in the b624e88 run). A program that hands its
+//!   so larson's peak stays over jemalloc's (by 3.7-4.3% in this
+//!   session's runs, 5.4% in the b624e88 run). A program that hands its
 //!   memory off and then blocks for long can call [`collect`].
 //! - **Huge pages come late.** mimalloc advises its whole 1 GiB
 //!   reservation for huge pages; when the VM's huge-page faults are cheap
