@@ -224,10 +224,9 @@ struct Arenas {
     spare_chunk: usize,
     /// Whether the next chunks may be advised for huge pages.
     huge_pages: HugePageProbe,
-    /// The chunks mapped with small pages, the first `small_chunk_count`,
-    /// for the collapse when the heap passes `HUGE_PAGE_AFTER_ARENAS`.
-    small_chunks: [usize; SMALL_CHUNK_SLOTS],
-    small_chunk_count: usize,
+    /// The chunks mapped with small pages, for the collapse when the heap
+    /// passes `HUGE_PAGE_AFTER_ARENAS`.
+    small_chunks: ChunkList,
     collapse: Collapse,
 }
 
@@ -246,8 +245,7 @@ impl Arenas {
             chunk_end: 0,
             spare_chunk: 0,
             huge_pages: HugePageProbe::new(),
-            small_chunks: [0; SMALL_CHUNK_SLOTS],
-            small_chunk_count: 0,
+            small_chunks: ChunkList::new(),
             collapse: Collapse::Waiting,
         }
     }
@@ -777,11 +775,35 @@ enum Collapse {
     Done,
 }
 
-/// Chunks to collapse, copied out of the lock.
+/// A short list of chunk bases: the small-page chunks, and those a
+/// collapse works on, copied out of the lock.
 #[derive(Clone, Copy)]
-struct SmallChunks {
+struct ChunkList {
     bases: [usize; SMALL_CHUNK_SLOTS],
     count: usize,
+}
+
+impl ChunkList {
+    const fn new() -> Self {
+        ChunkList { bases: [0; SMALL_CHUNK_SLOTS], count: 0 }
+    }
+
+    /// Adds `chunk`, if there is room.
+    fn push(&mut self, chunk: usize) {
+        if self.count < SMALL_CHUNK_SLOTS {
+            self.bases[self.count] = chunk;
+            self.count += 1;
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.bases[..self.count].iter().copied()
+    }
+}
+
+/// The base of every arena of the chunk at `chunk`.
+fn arenas_of_chunk(chunk: usize) -> impl Iterator<Item = usize> {
+    (chunk..chunk + CHUNK_SIZE).step_by(ARENA_SIZE)
 }
 
 /// A chunk is collapsed if at least this share of its pages is resident
@@ -793,20 +815,11 @@ struct SmallChunks {
 /// peak RSS. At 7/8 none of its chunks qualified.
 const COLLAPSE_MIN_RESIDENT_EIGHTHS: usize = 2;
 
-/// What `collapse_chunks` did.
-#[derive(Clone, Copy)]
-struct Collapsed {
-    /// Bit `i`: `SmallChunks::bases[i]` is a huge page now.
-    mask: u32,
-    /// A collapse took longer than `SLOW_HUGE_FAULT_NS`.
-    slow: bool,
-}
-const _: () = assert!(SMALL_CHUNK_SLOTS <= 32, "`Collapsed::mask` is a u32");
-
 /// Collapses the chunks that took small pages into huge pages, once, when
 /// the heap passes `HUGE_PAGE_AFTER_ARENAS` and its next chunk is the
-/// first advised for huge pages. If a collapse is slow, the probe backs
-/// off, and with `probed` the rest stay in small pages.
+/// first advised for huge pages. Returns the chunks it collapsed, and
+/// whether a collapse was slow (then the probe backs off, and with
+/// `probed` the rest stay in small pages).
 ///
 /// Why: the first 16 MiB hold what a program allocated first, and in many
 /// programs that stays in use: compare/'s hashmap and btree ran 7% and 9%
@@ -825,10 +838,11 @@ const _: () = assert!(SMALL_CHUNK_SLOTS <= 32, "`Collapsed::mask` is a u32");
 /// collapse made resident in them. The chunks stay advised against huge
 /// pages, so khugepaged does not collapse them again once purges have
 /// split them.
-fn collapse_chunks(chunks: SmallChunks, probed: bool) -> Collapsed {
+fn collapse_chunks(chunks: ChunkList, probed: bool) -> (ChunkList, bool) {
     let pages_per_chunk = CHUNK_SIZE / os::page_size();
-    let mut done = Collapsed { mask: 0, slow: false };
-    for (i, &chunk) in chunks.bases[..chunks.count].iter().enumerate() {
+    let mut collapsed_chunks = ChunkList::new();
+    let mut slow = false;
+    for chunk in chunks.iter() {
         // SAFETY: `begin_collapse` found every arena of the chunk mapped,
         // and none is unmapped until the collapse is `Done`.
         let resident = unsafe { os::resident_pages(chunk as *mut u8, CHUNK_SIZE) };
@@ -842,17 +856,17 @@ fn collapse_chunks(chunks: SmallChunks, probed: bool) -> Collapsed {
         let nanos = os::now_ns().saturating_sub(start);
         if collapsed {
             OS_COUNTERS.collapsed_chunks.fetch_add(1, Ordering::Relaxed);
-            done.mask |= 1 << i;
+            collapsed_chunks.push(chunk);
         }
         if is_slow_huge_fault(nanos) {
             OS_COUNTERS.slow_huge_page_faults.fetch_add(1, Ordering::Relaxed);
-            done.slow = true;
+            slow = true;
             if probed {
                 break;
             }
         }
     }
-    done
+    (collapsed_chunks, slow)
 }
 
 /// Maps the next chunk with the arena lock dropped (see `map_chunk`) and
@@ -861,11 +875,11 @@ fn add_next_chunk(mut arenas: LockGuard<'_, Arenas>) -> Option<LockGuard<'_, Are
     let pages = arenas.next_chunk_pages();
     let collapse = if pages == ChunkPages::Small { None } else { arenas.begin_collapse() };
     drop(arenas);
-    let collapsed = collapse.map(|chunks| (chunks, collapse_chunks(chunks, pages == ChunkPages::Probed)));
+    let collapsed = collapse.map(|chunks| collapse_chunks(chunks, pages == ChunkPages::Probed));
     let (chunk, first_fault_ns) = map_chunk(pages != ChunkPages::Small);
     let mut arenas = ARENAS.lock();
-    if let Some((chunks, done)) = collapsed {
-        arenas.end_collapse(chunks, done);
+    if let Some((collapsed, slow)) = collapsed {
+        arenas.end_collapse(collapsed, slow);
     }
     if pages == ChunkPages::Probed {
         arenas.huge_pages.record((!chunk.is_null()).then_some(first_fault_ns));
@@ -881,7 +895,7 @@ fn add_next_chunk(mut arenas: LockGuard<'_, Arenas>) -> Option<LockGuard<'_, Are
         }
     }
     if arenas.add_chunk(chunk) && pages == ChunkPages::Small {
-        arenas.note_small_chunk(chunk as usize);
+        arenas.small_chunks.push(chunk as usize);
     }
     Some(arenas)
 }
@@ -926,18 +940,15 @@ impl Arenas {
     /// pools of the collapsed chunks count as dirty from now, as the
     /// collapse made their pages resident (zeros) even where they had been
     /// purged or never used.
-    fn end_collapse(&mut self, chunks: SmallChunks, done: Collapsed) {
+    fn end_collapse(&mut self, collapsed: ChunkList, slow: bool) {
         self.collapse = Collapse::Done;
-        if done.slow {
+        if slow {
             self.huge_pages.back_off();
         }
         let now = decay::now_ms();
         let mut newly_dirty = 0;
-        for (i, &chunk) in chunks.bases[..chunks.count].iter().enumerate() {
-            if done.mask & 1 << i == 0 {
-                continue;
-            }
-            for base in (chunk..chunk + CHUNK_SIZE).step_by(ARENA_SIZE) {
+        for chunk in collapsed.iter() {
+            for base in arenas_of_chunk(chunk) {
                 // SAFETY: the chunk's arenas were all mapped when the
                 // collapse began, and none is unmapped before it is `Done`
                 // (set above, in this hold of the lock).
@@ -956,30 +967,21 @@ impl Arenas {
         }
     }
 
-    /// Remembers a chunk taken with small pages, for the collapse.
-    fn note_small_chunk(&mut self, chunk: usize) {
-        if self.small_chunk_count < SMALL_CHUNK_SLOTS {
-            self.small_chunks[self.small_chunk_count] = chunk;
-            self.small_chunk_count += 1;
-        }
-    }
-
     /// Starts the collapse, once: the small-page chunks whose arenas are all
     /// still mapped. Until it is `Done` no arena is unmapped, so those
     /// chunks stay mapped while the lock is dropped.
-    fn begin_collapse(&mut self) -> Option<SmallChunks> {
+    fn begin_collapse(&mut self) -> Option<ChunkList> {
         if self.collapse != Collapse::Waiting {
             return None;
         }
         self.collapse = Collapse::Running;
-        let mut chunks = SmallChunks { bases: [0; SMALL_CHUNK_SLOTS], count: 0 };
-        for &chunk in &self.small_chunks[..self.small_chunk_count] {
-            if (chunk..chunk + CHUNK_SIZE).step_by(ARENA_SIZE).all(|arena| ARENA_MAP.contains(arena)) {
-                chunks.bases[chunks.count] = chunk;
-                chunks.count += 1;
+        let mut whole = ChunkList::new();
+        for chunk in self.small_chunks.iter() {
+            if arenas_of_chunk(chunk).all(|arena| ARENA_MAP.contains(arena)) {
+                whole.push(chunk);
             }
         }
-        Some(chunks)
+        Some(whole)
     }
 
     /// Address space for one more arena, cut from the current chunk (or the

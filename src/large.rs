@@ -62,16 +62,16 @@ const HEADER_SIZE: usize = core::mem::size_of::<LargeHeader>();
 /// filled 2 MiB per fault instead of 4 KiB, and big buffers are usually
 /// written whole.
 const HUGE_PAGE_THRESHOLD: usize = 4 << 20;
+const MIN_OFFSET: usize = 64;
+const LARGE_MAGIC: usize = 0x706f_6f6c_6c61_7267;
+
+const _: () = assert!(HEADER_SIZE <= MIN_OFFSET);
 
 /// Whether a mapping of `map_size` bytes asks for huge pages: big enough,
 /// and huge pages not turned off (`POOLMALLOC_HUGE_PAGES=0`).
 fn wants_huge_pages(map_size: usize) -> bool {
     map_size >= HUGE_PAGE_THRESHOLD && decay::settings().huge_pages != decay::HugePages::Off
 }
-const MIN_OFFSET: usize = 64;
-const LARGE_MAGIC: usize = 0x706f_6f6c_6c61_7267;
-
-const _: () = assert!(HEADER_SIZE <= MIN_OFFSET);
 
 /// Whether owners use their slots with plain stores (see [`crate::slot`]).
 /// Its own cache line: every large take and put reads it, and each steal
