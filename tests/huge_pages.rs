@@ -13,42 +13,63 @@ use std::process::Command;
 #[global_allocator]
 static A: PoolMalloc = PoolMalloc::new();
 
-/// The mappings that hold part of `blocks`: for each, its size, its
-/// `AnonHugePages` bytes and its `VmFlags`.
-fn mappings_holding(blocks: &[Box<[u8; 256]>]) -> Vec<(usize, usize, String)> {
+/// One mapping of `/proc/self/smaps`: its range, its `AnonHugePages`
+/// bytes and its `VmFlags` line.
+struct Mapping {
+    start: usize,
+    end: usize,
+    anon_huge: usize,
+    flags: String,
+}
+
+impl Mapping {
+    fn holds(&self, p: *const u8) -> bool {
+        (self.start..self.end).contains(&(p as usize))
+    }
+
+    /// True if `VmFlags` has `flag` (`hg`: advised for huge pages; `nh`:
+    /// advised against them).
+    fn has_flag(&self, flag: &str) -> bool {
+        self.flags.split_whitespace().any(|f| f == flag)
+    }
+}
+
+/// Every mapping of this process.
+fn mappings() -> Vec<Mapping> {
     let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-    let mut mappings = Vec::new();
-    let mut current: Option<(usize, usize)> = None;
-    let mut anon_huge = 0;
+    let mut mappings: Vec<Mapping> = Vec::new();
     for line in smaps.lines() {
         let first = line.split_whitespace().next().unwrap_or("");
         if let Some((start, end)) = first.split_once('-')
             && let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16))
         {
-            current = Some((start, end));
-            anon_huge = 0;
-        } else if first == "AnonHugePages:" {
-            anon_huge = line.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() << 10;
-        } else if first == "VmFlags:"
-            && let Some((start, end)) = current
-            && blocks.iter().any(|b| (start..end).contains(&(b.as_ptr() as usize)))
-        {
-            mappings.push((end - start, anon_huge, line.to_string()));
+            mappings.push(Mapping { start, end, anon_huge: 0, flags: String::new() });
+        } else if let Some(mapping) = mappings.last_mut() {
+            if first == "AnonHugePages:" {
+                mapping.anon_huge = line.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() << 10;
+            } else if first == "VmFlags:" {
+                mapping.flags = line.to_string();
+            }
         }
     }
     mappings
 }
 
+/// The mappings that hold part of `blocks`.
+fn mappings_holding(blocks: &[Box<[u8; 256]>]) -> Vec<Mapping> {
+    mappings().into_iter().filter(|m| blocks.iter().any(|b| m.holds(b.as_ptr()))).collect()
+}
+
 /// Bytes of the mappings holding `blocks` with `MADV_HUGEPAGE` set (`hg`).
-fn advised_bytes(mappings: &[(usize, usize, String)]) -> usize {
-    mappings.iter().filter(|(_, _, flags)| flags.split_whitespace().any(|f| f == "hg")).map(|m| m.0).sum()
+fn advised_bytes(mappings: &[Mapping]) -> usize {
+    mappings.iter().filter(|m| m.has_flag("hg")).map(|m| m.end - m.start).sum()
 }
 
 /// Huge-page bytes in the mappings holding `blocks` that are advised
 /// against huge pages (`nh`): the chunks mapped before the heap passed
 /// 16 MiB, where only a collapse makes huge pages.
-fn collapsed_bytes(mappings: &[(usize, usize, String)]) -> usize {
-    mappings.iter().filter(|(_, _, flags)| flags.split_whitespace().any(|f| f == "nh")).map(|m| m.1).sum()
+fn collapsed_bytes(mappings: &[Mapping]) -> usize {
+    mappings.iter().filter(|m| m.has_flag("nh")).map(|m| m.anon_huge).sum()
 }
 
 /// Whether this kernel collapses small pages into a huge page on request
@@ -79,19 +100,7 @@ fn kernel_collapses() -> bool {
 
 /// Whether the mapping that holds `p` has `MADV_HUGEPAGE` set.
 fn mapping_advised(p: *const u8) -> bool {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-    let mut holds = false;
-    for line in smaps.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        if let Some((start, end)) = first.split_once('-')
-            && let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16))
-        {
-            holds = (start..end).contains(&(p as usize));
-        } else if first == "VmFlags:" && holds {
-            return line.split_whitespace().any(|flag| flag == "hg");
-        }
-    }
-    panic!("no mapping holds {p:?}");
+    mappings().iter().find(|m| m.holds(p)).unwrap_or_else(|| panic!("no mapping holds {p:?}")).has_flag("hg")
 }
 
 /// What `fill_and_check` found.
