@@ -914,7 +914,7 @@ impl Arenas {
         match decay::settings().huge_pages {
             HugePages::Off => ChunkPages::Small,
             HugePages::Always => ChunkPages::Huge,
-            HugePages::Probed if self.huge_pages.advise_next() => ChunkPages::Probed,
+            HugePages::Probed if self.huge_pages.advise_next(1) => ChunkPages::Probed,
             HugePages::Probed => ChunkPages::Small,
         }
     }
@@ -1000,13 +1000,52 @@ impl Arenas {
     }
 }
 
-/// The pages a new chunk is advised for.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ChunkPages {
+/// The pages a new chunk (or a large mapping) is advised for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum ChunkPages {
     Small,
     Huge,
-    /// Huge, and its first fault goes to the `HugePageProbe`.
+    /// Huge, and its first fault goes to the `HugePageProbe`
+    /// (`record_large_fault` for a large mapping).
     Probed,
+}
+
+/// The pages a large mapping growing by `fresh_bytes` (at least
+/// `large`'s huge-page threshold in all) is advised for, by the same probe
+/// as arena chunks: a slow huge-page fault is the VM's state, whoever pays
+/// it. Small pages while the probe backs off count the mapping's fresh
+/// 2 MiB units against the back-off, as chunks do. With `timed`, the
+/// answer may be `Probed`, which `record_large_fault` must follow; without,
+/// `Huge` where it would have been `Probed`.
+pub(crate) fn large_mapping_pages(fresh_bytes: usize, timed: bool) -> ChunkPages {
+    match decay::settings().huge_pages {
+        HugePages::Off => ChunkPages::Small,
+        HugePages::Always => ChunkPages::Huge,
+        HugePages::Probed => {
+            let chunks = u32::try_from(fresh_bytes.div_ceil(CHUNK_SIZE)).unwrap_or(u32::MAX);
+            let mut arenas = ARENAS.lock();
+            if !arenas.huge_pages.advise_next(chunks) {
+                ChunkPages::Small
+            } else if timed {
+                ChunkPages::Probed
+            } else {
+                arenas.huge_pages.record(None);
+                ChunkPages::Huge
+            }
+        }
+    }
+}
+
+/// Records how long a large mapping's first huge-page fault took (`None`:
+/// nothing was timed), after `large_mapping_pages` said `Probed`.
+pub(crate) fn record_large_fault(first_fault_ns: Option<u64>) {
+    ARENAS.lock().huge_pages.record(first_fault_ns);
+    if let Some(nanos) = first_fault_ns {
+        OS_COUNTERS.large_huge_page_probes.fetch_add(1, Ordering::Relaxed);
+        if is_slow_huge_fault(nanos) {
+            OS_COUNTERS.slow_large_huge_page_faults.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Huge pages while they come fast: after a huge-page chunk's first fault
@@ -1059,14 +1098,15 @@ impl HugePageProbe {
         self.skip = self.backoff;
     }
 
-    /// Whether the chunk being mapped gets huge pages; if so, `record`
-    /// must follow.
-    fn advise_next(&mut self) -> bool {
+    /// Whether the chunk being mapped (or a large mapping of `chunks`
+    /// chunks' worth of fresh pages) gets huge pages; if so, `record` must
+    /// follow.
+    fn advise_next(&mut self, chunks: u32) -> bool {
         if self.in_flight > 0 {
             return false;
         }
         if self.skip > 0 {
-            self.skip -= 1;
+            self.skip = self.skip.saturating_sub(chunks);
             return false;
         }
         self.in_flight += 1;
@@ -1544,7 +1584,7 @@ mod tests {
         let mut probe = HugePageProbe::new();
         /// Small-page chunks until the next advised one (which it takes).
         fn skipped(probe: &mut HugePageProbe) -> usize {
-            (0..).take_while(|_| !probe.advise_next()).count()
+            (0..).take_while(|_| !probe.advise_next(1)).count()
         }
         for _ in 0..3 {
             assert_eq!(skipped(&mut probe), 0);
@@ -1552,7 +1592,7 @@ mod tests {
         }
         // One at a time: a chunk mapped meanwhile gets small pages, and
         // does not count as skipped.
-        assert!(probe.advise_next() && !probe.advise_next());
+        assert!(probe.advise_next(1) && !probe.advise_next(1));
         probe.record(Some(SLOW_HUGE_FAULT_NS));
         assert_eq!(skipped(&mut probe), 0, "exactly the threshold is not slow");
         let mut expected = MIN_SMALL_PAGE_CHUNKS as usize;
@@ -1563,7 +1603,7 @@ mod tests {
         }
         assert_eq!(expected, MAX_SMALL_PAGE_CHUNKS as usize);
         // The skip count waits for the record of the chunk in flight.
-        assert!(!probe.advise_next() && !probe.advise_next());
+        assert!(!probe.advise_next(1) && !probe.advise_next(1));
         // A small page mapped instead of a huge one is no sign either way;
         // neither is a chunk that could not be mapped.
         probe.record(Some(MIN_HUGE_FAULT_NS / 2));
@@ -1582,5 +1622,13 @@ mod tests {
         assert_eq!(skipped(&mut probe), MIN_SMALL_PAGE_CHUNKS as usize);
         probe.record(FAST);
         assert_eq!(probe.in_flight, 0);
+        // A large mapping counts its 2 MiB units against the back-off.
+        assert!(probe.advise_next(1));
+        probe.record(SLOW);
+        assert!(!probe.advise_next(100));
+        assert_eq!(probe.skip, MIN_SMALL_PAGE_CHUNKS - 100);
+        assert!(!probe.advise_next(1000));
+        assert!(probe.advise_next(1000));
+        probe.record(FAST);
     }
 }

@@ -257,6 +257,10 @@ pub(crate) struct OsCounters {
     pub(crate) slow_huge_page_faults: AtomicUsize,
     /// Small-page chunks collapsed into huge pages.
     pub(crate) collapsed_chunks: AtomicUsize,
+    /// Large mappings whose first huge-page fault was timed for the probe,
+    /// and those of them that were slow.
+    pub(crate) large_huge_page_probes: AtomicUsize,
+    pub(crate) slow_large_huge_page_faults: AtomicUsize,
 }
 
 pub(crate) static OS_COUNTERS: OsCounters = OsCounters {
@@ -274,6 +278,8 @@ pub(crate) static OS_COUNTERS: OsCounters = OsCounters {
     huge_page_chunks: AtomicUsize::new(0),
     slow_huge_page_faults: AtomicUsize::new(0),
     collapsed_chunks: AtomicUsize::new(0),
+    large_huge_page_probes: AtomicUsize::new(0),
+    slow_large_huge_page_faults: AtomicUsize::new(0),
 };
 
 impl OsCounters {

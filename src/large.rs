@@ -38,6 +38,7 @@
 //! where the purge delay applies, so a thread that goes to sleep holding one
 //! gives it back all the same.
 
+use crate::arena::ChunkPages;
 use crate::counters::OS_COUNTERS;
 use crate::decay;
 use crate::os;
@@ -58,20 +59,14 @@ struct LargeHeader {
 
 const HEADER_SIZE: usize = core::mem::size_of::<LargeHeader>();
 
-/// Mappings at least this big ask for transparent huge pages: they are
-/// filled 2 MiB per fault instead of 4 KiB, and big buffers are usually
-/// written whole.
+/// Mappings at least this big ask for transparent huge pages (while the
+/// probe finds them fast, see `advise_pages`): they are filled 2 MiB per
+/// fault instead of 4 KiB, and big buffers are usually written whole.
 const HUGE_PAGE_THRESHOLD: usize = 4 << 20;
 const MIN_OFFSET: usize = 64;
 const LARGE_MAGIC: usize = 0x706f_6f6c_6c61_7267;
 
 const _: () = assert!(HEADER_SIZE <= MIN_OFFSET);
-
-/// Whether a mapping of `map_size` bytes asks for huge pages: big enough,
-/// and huge pages not turned off (`POOLMALLOC_HUGE_PAGES=0`).
-fn wants_huge_pages(map_size: usize) -> bool {
-    map_size >= HUGE_PAGE_THRESHOLD && decay::settings().huge_pages != decay::HugePages::Off
-}
 
 /// Whether owners use their slots with plain stores (see [`crate::slot`]).
 /// Its own cache line: every large take and put reads it, and each steal
@@ -138,12 +133,11 @@ pub fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     if base.is_null() {
         return base;
     }
-    if wants_huge_pages(map_size) {
-        // SAFETY: the fresh mapping is ours and page-aligned.
-        unsafe { os::advise_huge_pages(base, map_size) };
-    }
     // SAFETY: `offset < map_size`, inside the fresh mapping.
     let block = unsafe { base.add(offset) };
+    // SAFETY: the fresh mapping is ours, page-aligned and untouched; the
+    // header page and the block are about to be written.
+    unsafe { advise_pages(base as usize, map_size, map_size, Some((base as usize, block as usize + size))) };
     // SAFETY: the header lies in `[base, block)`, which the mapping covers.
     unsafe { write_header(block, base as usize, map_size) };
     OS_COUNTERS.large_mapped(map_size);
@@ -640,16 +634,66 @@ pub unsafe fn usable_size(block: *mut u8) -> usize {
     }
 }
 
-/// Asks for huge pages for a block's range `[base, base + new_size)` that
-/// grew from `old_size` past `HUGE_PAGE_THRESHOLD`, as a fresh mapping that
-/// big does in [`alloc`].
+/// The first whole transparent huge page of a range.
+const HUGE_PAGE_SIZE: usize = 2 << 20;
+
+/// Advises a large block's mapping `[base, base + map_size)`, which grew by
+/// `fresh_bytes`, for huge pages or against them, as the huge-page probe
+/// shared with arena chunks says (`arena::large_mapping_pages`); mappings
+/// under `HUGE_PAGE_THRESHOLD` are left as they are. With `touch` (fresh
+/// pages the caller is about to write), the probe may ask for a timed
+/// fault: the first whole huge page in `touch` takes it, a zero written to
+/// its first byte.
+///
+/// Why probe here too: on the VM of BENCHMARKS.md a huge-page fault takes
+/// 0.2-0.4 ms while the kernel has huge pages free and 4.6-5.2 ms once it
+/// must take them back from the host, against 0.6-1.4 ms for 512
+/// small-page faults. compare/'s vecgrow, which grows a `Vec` to 64 MiB
+/// eight times, took 0.37 s with huge pages in the fast state, 0.46 with
+/// small pages, and 0.45-0.59 in the slow state (glibc 0.43-0.47).
 ///
 /// # Safety
-/// The range is page-aligned and the block's own.
-unsafe fn advise_huge_pages_if_grown_past(base: usize, old_size: usize, new_size: usize) {
-    if wants_huge_pages(new_size) && old_size < HUGE_PAGE_THRESHOLD {
+/// The mapping is the block's own and page-aligned; `touch` lies within it,
+/// its pages are untouched since mapped (so they read as zero) and the
+/// caller is about to write them.
+unsafe fn advise_pages(base: usize, map_size: usize, fresh_bytes: usize, touch: Option<(usize, usize)>) {
+    if map_size < HUGE_PAGE_THRESHOLD {
+        return;
+    }
+    let pages = crate::arena::large_mapping_pages(fresh_bytes, touch.is_some());
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if pages == ChunkPages::Small {
+            os::advise_no_huge_pages(base as *mut u8, map_size);
+            return;
+        }
+        os::advise_huge_pages(base as *mut u8, map_size);
+    }
+    if let (ChunkPages::Probed, Some((from, to))) = (pages, touch) {
+        let page = from.next_multiple_of(HUGE_PAGE_SIZE);
+        let first_fault_ns = (page + HUGE_PAGE_SIZE <= to).then(|| {
+            let start = os::now_ns();
+            // SAFETY: the byte is in `touch`, fresh (zero), and the
+            // caller's to write.
+            unsafe { ptr::write_volatile(page as *mut u8, 0) };
+            os::now_ns().saturating_sub(start)
+        });
+        crate::arena::record_large_fault(first_fault_ns);
+    }
+}
+
+/// Advises a block's mapping that grew from `old_size` to `new_size` bytes
+/// with pages from the cache (touched before, so nothing is timed) when it
+/// crossed `HUGE_PAGE_THRESHOLD`: a cached range keeps the advice it was
+/// mapped with, and a system call on every growth cost the doubling
+/// `realloc` bench a fifth more time.
+///
+/// # Safety
+/// The mapping is the block's own and page-aligned.
+unsafe fn advise_cached_pages(base: usize, old_size: usize, new_size: usize) {
+    if old_size < HUGE_PAGE_THRESHOLD {
         // SAFETY: forwarded from the caller.
-        unsafe { os::advise_huge_pages(base as *mut u8, new_size) };
+        unsafe { advise_pages(base, new_size, new_size - old_size, None) };
     }
 }
 
@@ -703,7 +747,7 @@ pub unsafe fn realloc(block: *mut u8, old_size: usize, new_size: usize, align: u
         unsafe { (*h).map_size = map_size + absorbed };
         OS_COUNTERS.large_cache_absorbed(absorbed);
         // SAFETY: the block's whole range, ours and page-aligned.
-        unsafe { advise_huge_pages_if_grown_past(base, map_size, map_size + absorbed) };
+        unsafe { advise_cached_pages(base, map_size, map_size + absorbed) };
         return block;
     }
     // Then a cached range elsewhere, copied into: copying a buffer costs
@@ -719,7 +763,7 @@ pub unsafe fn realloc(block: *mut u8, old_size: usize, new_size: usize, align: u
         unsafe {
             let moved = (new_base as *mut u8).add(offset);
             write_header(moved, new_base, new_map_size);
-            advise_huge_pages_if_grown_past(new_base, map_size, new_map_size);
+            advise_cached_pages(new_base, map_size, new_map_size);
             ptr::copy_nonoverlapping(block, moved, old_size);
             free(block);
             return moved;
@@ -731,8 +775,18 @@ pub unsafe fn realloc(block: *mut u8, old_size: usize, new_size: usize, align: u
         let new_base = unsafe { os::remap(base as *mut u8, map_size, reserve) };
         if !new_base.is_null() {
             let new_map_size = reserve;
-            // SAFETY: the moved mapping is ours and page-aligned.
-            unsafe { advise_huge_pages_if_grown_past(new_base as usize, map_size, new_map_size) };
+            let moved_end = new_base as usize + offset + new_size;
+            // SAFETY: the moved mapping is ours and page-aligned; its pages
+            // past the old `map_size` are fresh, and the caller grows the
+            // block to write them.
+            unsafe {
+                advise_pages(
+                    new_base as usize,
+                    new_map_size,
+                    new_map_size - map_size,
+                    Some((new_base as usize + map_size, moved_end)),
+                )
+            };
             // SAFETY: the mapping moved intact; `offset` is within it and the
             // page-aligned base keeps `base + offset` aligned to `align`.
             unsafe {

@@ -305,8 +305,14 @@
 //! grown that way does not copy, and a buffer grown in small steps moves
 //! pages once per quarter, not once per page; shrinking
 //! unmaps the tail only when it is a quarter of the mapping. Mappings of
-//! 4 MiB and more, and blocks grown past 4 MiB, ask for transparent huge
-//! pages. Freed mappings go into a
+//! 4 MiB and more, fresh or grown, are advised for transparent huge pages
+//! or against them as the arena chunks' probe says (`large::advise_pages`):
+//! each asks it, and when the probe wants a measurement the mapping's
+//! first whole huge page in its fresh part is written once, timed. When
+//! they were advised with no probe, compare/'s vecgrow (a `Vec` grown to
+//! 64 MiB eight times) ran 0.45-0.59 s in the rounds where huge-page
+//! faults were slow, against 0.34-0.39 in the others and glibc's 0.43-0.47.
+//! Freed mappings go into a
 //! cache (32 entries, 64 MiB) of page ranges, jemalloc's extents in small:
 //! a request takes the best fit, or the head of a bigger range whose tail
 //! stays cached; a freed range merges with cached neighbours. A growing
@@ -473,10 +479,11 @@
 //!   everything, against 4.2). When the faults turn slow, the probe pays one and falls
 //!   back to small pages, where mimalloc keeps paying them (its btree:
 //!   1.161 s against poolmalloc's 1.005 in the da5e527 run, 0.23-0.33 s of
-//!   system time in 15 of 20 rounds). Large mappings from 4 MiB are advised
-//!   for huge pages without a probe; vecgrow's slow rounds in that run
-//!   (0.45-0.59 s with 0.15-0.32 s of system time, against 0.34-0.39 with
-//!   0.06-0.13) are likely slow faults there.
+//!   system time in 15 of 20 rounds). Large mappings from 4 MiB were then
+//!   advised for huge pages without a probe; vecgrow's slow rounds in that
+//!   run (0.45-0.59 s with 0.15-0.32 s of system time, against 0.34-0.39
+//!   with 0.06-0.13) were likely slow faults there. They ask the same probe
+//!   now (see the large allocations).
 //! - **The work queue's time is a scheduling mode** (sleeps in std's
 //!   channel and mutex on 2 CPUs). In the 20-round run, the same build
 //!   under two names (the huge-page setting does nothing below 64 arenas)

@@ -64,6 +64,11 @@ pub struct Stats {
     /// Chunks mapped with small pages and collapsed into huge pages when
     /// the heap passed 16 MiB.
     pub collapsed_chunks: usize,
+    /// Large mappings (4 MiB and up) advised for huge pages whose first
+    /// huge-page fault was timed, for the same probe as the chunks.
+    pub large_huge_page_probes: usize,
+    /// Those of them whose fault took over a millisecond.
+    pub slow_large_huge_page_faults: usize,
     /// Sum of the requested sizes of live blocks, large ones included.
     #[cfg(feature = "stats")]
     pub allocated_bytes: u64,
@@ -178,6 +183,8 @@ fn os_level(arena_count: usize) -> Stats {
         huge_page_chunks: c.huge_page_chunks.load(Ordering::Relaxed),
         slow_huge_page_faults: c.slow_huge_page_faults.load(Ordering::Relaxed),
         collapsed_chunks: c.collapsed_chunks.load(Ordering::Relaxed),
+        large_huge_page_probes: c.large_huge_page_probes.load(Ordering::Relaxed),
+        slow_large_huge_page_faults: c.slow_large_huge_page_faults.load(Ordering::Relaxed),
         #[cfg(feature = "stats")]
         allocated_bytes: 0,
         #[cfg(feature = "stats")]
@@ -305,6 +312,11 @@ impl fmt::Display for Stats {
             "huge-page chunks  {:>14} ({} more collapsed from small pages; {} slow)",
             self.huge_page_chunks, self.collapsed_chunks, self.slow_huge_page_faults
         )?;
+        writeln!(
+            f,
+            "huge-page large   {:>14} (first faults timed; {} slow)",
+            self.large_huge_page_probes, self.slow_large_huge_page_faults
+        )?;
         write!(f, "thread heaps      {:>14}", self.thread_count)
     }
 }
@@ -317,7 +329,8 @@ impl Stats {
             "{{\"mapped_bytes\":{},\"arena_count\":{},\"arena_peak\":{},\"arenas_reclaimed\":{},\
              \"large_count\":{},\"large_bytes\":{},\"large_remaps\":{},\"thread_count\":{},\
              \"cached_bytes\":{},\"large_cache_bytes\":{},\"large_cache_hits\":{},\"purged_bytes\":{},\
-             \"huge_page_chunks\":{},\"slow_huge_page_faults\":{},\"collapsed_chunks\":{},\"large_slots_plain\":{}",
+             \"huge_page_chunks\":{},\"slow_huge_page_faults\":{},\"collapsed_chunks\":{},\"large_huge_page_probes\":{},\"slow_large_huge_page_faults\":{},\
+             \"large_slots_plain\":{}",
             self.mapped_bytes,
             self.arena_count,
             self.arena_peak,
@@ -333,6 +346,8 @@ impl Stats {
             self.huge_page_chunks,
             self.slow_huge_page_faults,
             self.collapsed_chunks,
+            self.large_huge_page_probes,
+            self.slow_large_huge_page_faults,
             self.large_slots_plain
         )?;
         #[cfg(feature = "stats")]

@@ -2,7 +2,8 @@
 //! arenas come from are advised for transparent huge pages, always (`2`) or
 //! while their first faults stay fast (unset, the default), and the chunks
 //! mapped before with small pages are collapsed into huge pages; large
-//! mappings from 4 MiB are advised too, unless the setting is `0`. No harness: the
+//! mappings from 4 MiB are advised too (by the same probe in the default
+//! mode), and against huge pages with the setting `0`. No harness: the
 //! setting is read once per process, so `main` runs each mode in a child
 //! process of this binary with its own environment. Skipped where the kernel
 //! has no transparent huge pages.
@@ -98,9 +99,12 @@ fn kernel_collapses() -> bool {
     }
 }
 
-/// Whether the mapping that holds `p` has `MADV_HUGEPAGE` set.
-fn mapping_advised(p: *const u8) -> bool {
-    mappings().iter().find(|m| m.holds(p)).unwrap_or_else(|| panic!("no mapping holds {p:?}")).has_flag("hg")
+/// Whether the mapping that holds `p` has `MADV_HUGEPAGE` set, and
+/// whether it has `MADV_NOHUGEPAGE`.
+fn mapping_advice(p: *const u8) -> (bool, bool) {
+    let all = mappings();
+    let m = all.iter().find(|m| m.holds(p)).unwrap_or_else(|| panic!("no mapping holds {p:?}"));
+    (m.has_flag("hg"), m.has_flag("nh"))
 }
 
 /// What `fill_and_check` found.
@@ -114,8 +118,13 @@ struct Found {
     chunks: usize,
     slow: usize,
     collapsed: usize,
-    /// Whether a 16 MiB large block's mapping is advised for huge pages.
+    /// Whether a 16 MiB large block's mapping is advised for huge pages,
+    /// and whether against them.
     large_advised: bool,
+    large_unadvised: bool,
+    /// The statistics' count of large mappings whose first huge-page fault
+    /// was timed for the probe (the 16 MiB block's included).
+    large_probes: usize,
 }
 
 /// 64 MiB of 256-byte blocks (past the 16 MiB threshold), their contents
@@ -127,7 +136,8 @@ fn fill_and_check(check: impl FnOnce(Found)) {
     let mappings = mappings_holding(&blocks);
     let stats = poolmalloc::stats();
     let large = vec![7u8; 16 << 20];
-    let large_advised = mapping_advised(large.as_ptr());
+    let (large_advised, large_unadvised) = mapping_advice(large.as_ptr());
+    let large_probes = poolmalloc::stats().large_huge_page_probes;
     assert!(large.iter().all(|&x| x == 7));
     check(Found {
         advised: advised_bytes(&mappings),
@@ -136,6 +146,8 @@ fn fill_and_check(check: impl FnOnce(Found)) {
         slow: stats.slow_huge_page_faults,
         collapsed: stats.collapsed_chunks,
         large_advised,
+        large_unadvised,
+        large_probes,
     });
     drop(blocks);
     poolmalloc::collect();
@@ -149,8 +161,9 @@ fn main() {
     }
     match std::env::args().nth(1).as_deref() {
         Some("always") => fill_and_check(|found| {
-            let Found { advised, collapsed_bytes, chunks, collapsed, large_advised, .. } = found;
+            let Found { advised, collapsed_bytes, chunks, collapsed, large_advised, large_probes, .. } = found;
             assert!(large_advised, "a 16 MiB block's mapping is not advised for huge pages");
+            assert_eq!(large_probes, 0, "large mappings probed with huge pages always on");
             // Everything past the first 64 arenas (16 MiB) is in advised chunks.
             assert!(advised >= 32 << 20, "only {advised} bytes of the blocks' mappings are advised for huge pages");
             assert!(chunks >= 16, "{chunks} chunks counted as advised");
@@ -166,8 +179,23 @@ fn main() {
             println!("always: {} MiB of advised mappings held the blocks, {collapsed} chunks collapsed", advised >> 20);
         }),
         Some("probed") => fill_and_check(|found| {
-            let Found { advised, collapsed_bytes, chunks, slow, collapsed, large_advised } = found;
-            assert!(large_advised, "a 16 MiB block's mapping is not advised for huge pages");
+            let Found {
+                advised,
+                collapsed_bytes,
+                chunks,
+                slow,
+                collapsed,
+                large_advised,
+                large_unadvised,
+                large_probes,
+            } = found;
+            // The large block asks the probe the chunks use: huge pages, its
+            // first fault timed, unless the probe is backing off.
+            assert!(
+                large_advised != large_unadvised,
+                "the 16 MiB block's mapping: hg {large_advised}, nh {large_unadvised}"
+            );
+            assert_eq!(large_probes, large_advised as usize, "16 MiB block advised: {large_advised}");
             // The first chunk past 16 MiB is always tried; how many more get
             // huge pages depends on how fast the kernel gives them, and so
             // does how many of the first eight are collapsed.
@@ -176,13 +204,27 @@ fn main() {
             assert!(advised <= chunks * (2 << 20), "{advised} bytes advised, but {chunks} chunks counted");
             assert_eq!(collapsed_bytes, collapsed * (2 << 20), "{collapsed} chunks counted as collapsed");
             println!(
-                "probed: {chunks} chunks advised, {collapsed} collapsed, {slow} slow, {} MiB held the blocks",
+                "probed: {chunks} chunks advised, {collapsed} collapsed, {slow} slow, {} MiB held the blocks, \
+                 16 MiB block advised: {large_advised}",
                 advised >> 20
             );
         }),
         Some("off") => fill_and_check(|found| {
-            let Found { advised, collapsed_bytes, chunks, slow, collapsed, large_advised } = found;
+            let Found {
+                advised,
+                collapsed_bytes,
+                chunks,
+                slow,
+                collapsed,
+                large_advised,
+                large_unadvised,
+                large_probes,
+            } = found;
             assert_eq!((advised, collapsed_bytes), (0, 0), "huge pages in the blocks' mappings with the setting off");
+            assert!(
+                large_unadvised && large_probes == 0,
+                "the 16 MiB block's mapping is not advised against huge pages"
+            );
             assert_eq!((chunks, slow, collapsed), (0, 0, 0), "huge-page chunks counted with the setting off");
             assert!(!large_advised, "a 16 MiB block's mapping is advised for huge pages with the setting off");
             println!("off: no mapping advised, nothing collapsed");
