@@ -719,6 +719,84 @@ fn sweep(heap: &Heap) {
     // SAFETY: unused, claimed back or taken off the active slots, off every
     // other list, and this heap's.
     unsafe { arena::release_pools(dirty, clean, &heap.counters) };
+    for class in 0..CLASS_COUNT {
+        sort_available(heap, class);
+    }
+}
+
+/// Sorts the class's available list by address, lowest first, for the
+/// next thread (or the next refills after [`collect`]) to fill the lowest
+/// pools first.
+///
+/// Why: pools that the blocks a thread leaves behind pin stay with its
+/// heap, and the next thread that adopts the heap allocates into their free
+/// blocks. Oldest first, it rotates through all of them, and its own
+/// survivors land in every one, so none drains; lowest first, new blocks
+/// (and so new survivors) go to the same few pools and the others empty as
+/// their survivors die (jemalloc takes the oldest, lowest slab first for
+/// the same reason). compare/'s churn, 12 alternating runs: the RSS of the
+/// arenas' mappings (thread stacks included) 3762 KiB against 3870, peak
+/// RSS 6292 against 6394. Sorting on every insertion (bounded to 8 steps)
+/// saved as much on churn but often took a pool with few free blocks at a
+/// refill: hashmap, larson and workqueue ran 5-9% slower (six alternating
+/// runs each).
+fn sort_available(heap: &Heap, class: Class) {
+    let head = heap.available[class].get();
+    // SAFETY: listed pools are live pools this heap owns.
+    if head.is_null() || unsafe { (*head).next_available.get() }.is_null() {
+        return;
+    }
+    let sorted = merge_sort(head);
+    let mut prev: *mut Pool = ptr::null_mut();
+    let mut pool = sorted;
+    while !pool.is_null() {
+        // SAFETY: as above.
+        unsafe {
+            (*pool).prev_available.set(prev);
+            prev = pool;
+            pool = (*pool).next_available.get();
+        }
+    }
+    heap.available[class].set(sorted);
+    heap.available_tail[class].set(prev);
+}
+
+/// Merge sort of a list linked by `next_available`, by address (recursion
+/// depth: log2 of the length).
+fn merge_sort(head: *mut Pool) -> *mut Pool {
+    // SAFETY: the list's pools are live pools the caller owns.
+    unsafe {
+        if head.is_null() || (*head).next_available.get().is_null() {
+            return head;
+        }
+        // Split in halves, the first at least as long.
+        let (mut slow, mut fast) = (head, (*head).next_available.get());
+        while !fast.is_null() && !(*fast).next_available.get().is_null() {
+            slow = (*slow).next_available.get();
+            fast = (*(*fast).next_available.get()).next_available.get();
+        }
+        let second = (*slow).next_available.replace(ptr::null_mut());
+        let (mut a, mut b) = (merge_sort(head), merge_sort(second));
+        let mut merged: *mut Pool = ptr::null_mut();
+        let mut last: *mut Pool = ptr::null_mut();
+        while !a.is_null() || !b.is_null() {
+            let take_a = b.is_null() || (!a.is_null() && (a as usize) < (b as usize));
+            let node = if take_a { a } else { b };
+            if take_a {
+                a = (*a).next_available.get();
+            } else {
+                b = (*b).next_available.get();
+            }
+            if last.is_null() {
+                merged = node;
+            } else {
+                (*last).next_available.set(node);
+            }
+            last = node;
+        }
+        (*last).next_available.set(ptr::null_mut());
+        merged
+    }
 }
 
 fn alloc_shared(class: Class, size: Requested) -> *mut u8 {

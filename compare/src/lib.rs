@@ -28,6 +28,9 @@
 //! blocked on the channel) and some binaries describe their allocator (jemalloc's
 //! version and background-thread setting).
 //!
+//! With `COMPARE_SMAPS=<file>` set, a run copies its `/proc/self/smaps` to
+//! the file at the end, for a look at where its RSS lies.
+//!
 //! `scale` (default 1) multiplies the amount of work, for smoke tests (e.g.
 //! 0.02). All randomness comes from fixed-seed xorshift generators.
 //!
@@ -193,6 +196,10 @@ pub fn main(alloc_name: &str, extra: fn() -> String) {
     let secs = report.secs.unwrap_or_else(|| start.elapsed().as_secs_f64());
     let end_rss_kib = report.end_rss_kib.unwrap_or_else(|| status_kib("VmRSS"));
     let peak_rss_kib = status_kib("VmHWM");
+    if let Some(path) = std::env::var_os("COMPARE_SMAPS") {
+        // Where the end RSS lies, mapping by mapping, for a closer look.
+        std::fs::copy("/proc/self/smaps", path).expect("copy /proc/self/smaps");
+    }
     let usage = process_usage();
     let mut line = format!(
         "workload={name} alloc={alloc_name} scale={scale} secs={secs:.4} peak_rss_kib={peak_rss_kib} \

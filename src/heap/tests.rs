@@ -27,3 +27,45 @@ fn available_list_is_oldest_first() {
     assert!(heap.available[class].get().is_null());
     assert!(heap.available_tail[class].get().is_null());
 }
+
+/// A thread's exit sorts each available list by address, with both ends
+/// and every back link right, whatever order the pools joined in.
+#[test]
+fn sort_available_orders_by_address() {
+    const N: usize = 37;
+    let heap = Heap::new();
+    let pools: Vec<Pool> = (0..N).map(|_| Pool::unused()).collect();
+    let class = pools[0].class();
+    // A fixed shuffle: (i * 17 + 5) mod 37 visits every index once.
+    for i in 0..N {
+        let pool = &pools[(i * 17 + 5) % N];
+        pool.set_state(PoolState::Full);
+        make_available(&heap, pool);
+    }
+    assert_ne!(heap.available[class].get(), at(&pools[0]), "the shuffle left the list sorted already");
+    sort_available(&heap, class);
+    let mut seen = Vec::new();
+    let mut prev: *mut Pool = ptr::null_mut();
+    let mut pool = heap.available[class].get();
+    while !pool.is_null() {
+        // SAFETY: the list holds the pools above, alive until the end.
+        let p = unsafe { &*pool };
+        assert_eq!(p.prev_available.get(), prev);
+        seen.push(pool as usize);
+        prev = pool;
+        pool = p.next_available.get();
+    }
+    assert_eq!(heap.available_tail[class].get(), prev);
+    let mut expected: Vec<usize> = pools.iter().map(|p| at(p) as usize).collect();
+    expected.sort_unstable();
+    assert_eq!(seen, expected);
+    // One pool, and none: nothing to do.
+    let single = Heap::new();
+    pools[0].next_available.set(ptr::null_mut());
+    pools[0].prev_available.set(ptr::null_mut());
+    make_available(&single, &pools[0]);
+    sort_available(&single, class);
+    assert_eq!(single.available[class].get(), at(&pools[0]));
+    assert_eq!(single.available_tail[class].get(), at(&pools[0]));
+    sort_available(&Heap::new(), class);
+}
