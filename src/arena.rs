@@ -1037,15 +1037,19 @@ pub(crate) fn large_mapping_pages(fresh_bytes: usize, timed: bool) -> ChunkPages
 }
 
 /// Records how long a large mapping's first huge-page fault took (`None`:
-/// nothing was timed), after `large_mapping_pages` said `Probed`.
-pub(crate) fn record_large_fault(first_fault_ns: Option<u64>) {
+/// nothing was timed), after `large_mapping_pages` said `Probed`; true if
+/// it was slow.
+pub(crate) fn record_large_fault(first_fault_ns: Option<u64>) -> bool {
     ARENAS.lock().huge_pages.record(first_fault_ns);
-    if let Some(nanos) = first_fault_ns {
-        OS_COUNTERS.large_huge_page_probes.fetch_add(1, Ordering::Relaxed);
-        if is_slow_huge_fault(nanos) {
-            OS_COUNTERS.slow_large_huge_page_faults.fetch_add(1, Ordering::Relaxed);
-        }
+    let Some(nanos) = first_fault_ns else {
+        return false;
+    };
+    OS_COUNTERS.large_huge_page_probes.fetch_add(1, Ordering::Relaxed);
+    let slow = is_slow_huge_fault(nanos);
+    if slow {
+        OS_COUNTERS.slow_large_huge_page_faults.fetch_add(1, Ordering::Relaxed);
     }
+    slow
 }
 
 /// Huge pages while they come fast: after a huge-page chunk's first fault

@@ -642,8 +642,9 @@ const HUGE_PAGE_SIZE: usize = 2 << 20;
 /// shared with arena chunks says (`arena::large_mapping_pages`); mappings
 /// under `HUGE_PAGE_THRESHOLD` are left as they are. With `touch` (fresh
 /// pages the caller is about to write), the probe may ask for a timed
-/// fault: the first whole huge page in `touch` takes it, a zero written to
-/// its first byte.
+/// fault: the first whole huge page in `touch` alone is advised and takes
+/// it (a zero written to its first byte), and the rest of the mapping gets
+/// huge pages only if that was fast.
 ///
 /// Why probe here too: on the VM of BENCHMARKS.md a huge-page fault takes
 /// 0.2-0.4 ms while the kernel has huge pages free and 4.6-5.2 ms once it
@@ -661,24 +662,36 @@ unsafe fn advise_pages(base: usize, map_size: usize, fresh_bytes: usize, touch: 
         return;
     }
     let pages = crate::arena::large_mapping_pages(fresh_bytes, touch.is_some());
+    let probe_page = touch.map(|(from, _)| from.next_multiple_of(HUGE_PAGE_SIZE));
+    let huge = match (pages, probe_page, touch) {
+        (ChunkPages::Small, ..) => false,
+        (ChunkPages::Probed, Some(page), Some((_, to))) if page + HUGE_PAGE_SIZE <= to => {
+            // The probe page alone first: if its fault is slow, the rest
+            // of the range gets small pages, so a slow state costs one
+            // huge page, not a whole growth of them.
+            // SAFETY: the page is in `touch`, fresh (zero), and the
+            // caller's to write.
+            let first_fault_ns = unsafe {
+                os::advise_huge_pages(page as *mut u8, HUGE_PAGE_SIZE);
+                let start = os::now_ns();
+                ptr::write_volatile(page as *mut u8, 0);
+                os::now_ns().saturating_sub(start)
+            };
+            !crate::arena::record_large_fault(Some(first_fault_ns))
+        }
+        (ChunkPages::Probed, ..) => {
+            crate::arena::record_large_fault(None);
+            true
+        }
+        (ChunkPages::Huge, ..) => true,
+    };
     // SAFETY: forwarded from the caller.
     unsafe {
-        if pages == ChunkPages::Small {
+        if huge {
+            os::advise_huge_pages(base as *mut u8, map_size);
+        } else {
             os::advise_no_huge_pages(base as *mut u8, map_size);
-            return;
         }
-        os::advise_huge_pages(base as *mut u8, map_size);
-    }
-    if let (ChunkPages::Probed, Some((from, to))) = (pages, touch) {
-        let page = from.next_multiple_of(HUGE_PAGE_SIZE);
-        let first_fault_ns = (page + HUGE_PAGE_SIZE <= to).then(|| {
-            let start = os::now_ns();
-            // SAFETY: the byte is in `touch`, fresh (zero), and the
-            // caller's to write.
-            unsafe { ptr::write_volatile(page as *mut u8, 0) };
-            os::now_ns().saturating_sub(start)
-        });
-        crate::arena::record_large_fault(first_fault_ns);
     }
 }
 

@@ -312,8 +312,10 @@
 //! unmaps the tail only when it is a quarter of the mapping. Mappings of
 //! 4 MiB and more, fresh or grown, are advised for transparent huge pages
 //! or against them as the arena chunks' probe says (`large::advise_pages`):
-//! each asks it, and when the probe wants a measurement the mapping's
-//! first whole huge page in its fresh part is written once, timed. When
+//! each asks it, and when the probe wants a measurement the first whole
+//! huge page of the fresh part is advised alone and written once, timed;
+//! the rest of the mapping gets huge pages only if that was fast, so a
+//! slow state costs one slow fault, not a growth's worth. When
 //! they were advised with no probe, compare/'s vecgrow (a `Vec` grown to
 //! 64 MiB eight times) ran 0.45-0.59 s in the rounds where huge-page
 //! faults were slow, against 0.34-0.39 in the others and glibc's 0.43-0.47.
