@@ -380,16 +380,17 @@
 //! together fill the arenas, so the identity is a check, not a remainder.
 //!
 //! ## Where the design falls short
-//! In the last full run (8546270, 20 rounds, each allocator following
+//! In the last full run (8e0888e, 20 rounds, each allocator following
 //! every other equally often, on a 2-vCPU Intel VM; BENCHMARKS.md has the
-//! numbers) poolmalloc is first on eight of the nine whole programs and
-//! behind jemalloc on prodcons (0.226 s against 0.208); huge-page faults
-//! were mixed. In the run before (da5e527), with mostly slow faults, it
-//! was also behind mimalloc on hashmap (0.311 against 0.306, middle halves
-//! overlapping) and glibc on vecgrow (0.452 against 0.445); in the one
-//! before that (b624e88), with fast faults, behind mimalloc on btree
-//! (1.188 against 1.160). Peak RSS: churn's is at jemalloc's + 5% or just
-//! over (+6.8% in the last run), larson's 4-5% over. Callgrind counts
+//! numbers) poolmalloc is first on seven of the nine whole programs,
+//! behind jemalloc on prodcons (0.224 s against 0.215) and mimalloc on
+//! workqueue (0.256 against 0.246; mimalloc's rounds split in two, and
+//! poolmalloc led it in the two runs before). In the 8546270 run it was
+//! behind on prodcons only; in da5e527's, with mostly
+//! slow huge-page faults, also behind mimalloc on hashmap (0.311 against
+//! 0.306, middle halves overlapping) and glibc on vecgrow (0.452 against
+//! 0.445). Peak RSS is within jemalloc's + 5% on all nine (churn +2.4%,
+//! larson +4.6%); churn was 5-7% over before d45b0c9. Callgrind counts
 //! fewer instructions for poolmalloc on these (prodcons' producer 180M
 //! against jemalloc's 301M at scale 0.2), so what separates them is memory
 //! and scheduling, which that model does not time. What explains the
@@ -456,22 +457,26 @@
 //!   memory off and then blocks for long can call [`collect`].
 //! - **Survivors pin pools.** churn's threads each leave 4 of their 200
 //!   blocks alive in a ring of 1000, and each survivor keeps its pool, in
-//!   the heap its exited thread left, from going back. Between 10% and
-//!   100% of its threads the free blocks in pools in use grew from 1.45 to
-//!   1.96 MB and the arenas from 14 to 16 (one run with the `stats`
-//!   feature), and RSS grew by 1.2-1.3 MiB against jemalloc's 0.3; its
-//!   peak is 5-7% over jemalloc's. A 10 ms purge delay barely changed it
-//!   (6270 KiB against 6372), so it is not memory kept for reuse, and
-//!   neither did taking the most recently available pool first instead of
-//!   the oldest (6266 against 6358; 8 alternating runs each, a trial
-//!   build). Lowest address first helps some: sorted at thread exit, the
-//!   RSS of the arenas' mappings (thread stacks included, from smaps) fell
-//!   by about 110 KiB (3762 against 3870, 12 alternating runs), and by about 230 in a trial that kept the lists sorted all the
-//!   time, which cost other workloads 5-9%. What is left: a heap holds one
-//!   pool for each class its threads leave a survivor of, 15 pools of
-//!   classes up to 512 bytes holding under 25 blocks each in each of
-//!   churn's three heaps (a stats build), and a pool whose owner is idle
-//!   cannot change owner while blocks in it are out.
+//!   the heap its exited thread left, from going back. Before d45b0c9,
+//!   between 10% and 100% of its threads the free blocks in pools in use
+//!   grew from 1.45 to 1.96 MB and the arenas from 14 to 16 (one run with
+//!   the `stats` feature), RSS grew by 1.0-1.4 MiB against jemalloc's 0.3,
+//!   and its peak was 5-7% over jemalloc's. A 10 ms purge delay barely
+//!   changed it (6270 KiB against 6372), so it is not memory kept for
+//!   reuse, and neither did taking the most recently available pool first
+//!   instead of the oldest (6266 against 6358; 8 alternating runs each, a
+//!   trial build). Lowest address first helps: sorted at thread exit
+//!   (d45b0c9), the RSS of the arenas' mappings (thread stacks included,
+//!   from smaps) fell by about 110 KiB (3762 against 3870, 12 alternating
+//!   runs), and by about 230 in a trial that kept the lists sorted all the
+//!   time, which cost other workloads 5-9%. In the two full runs since,
+//!   churn's peak was 2.4-2.7% over jemalloc's, and the median of each
+//!   run's own growth 0.75-0.83 MiB (jemalloc's 0.33; between the medians,
+//!   0.75 and 1.2 MiB). What is left: a heap holds one pool for each
+//!   class its threads leave a survivor of (15 pools of classes up to 512
+//!   bytes, holding under 25 blocks each, in each of churn's three heaps;
+//!   a stats build), where jemalloc's threads share their arena's slabs,
+//!   and a pool cannot change owner while blocks in it are out.
 //! - **Huge pages come late.** mimalloc advises its whole 1 GiB
 //!   reservation for huge pages; when the VM's huge-page faults are cheap
 //!   its btree runs with fewer TLB misses (1.363 s against 1.453 with 0.03
@@ -497,13 +502,20 @@
 //!   advised for huge pages without a probe; vecgrow's slow rounds in that
 //!   run (0.45-0.59 s with 0.15-0.32 s of system time, against 0.34-0.39
 //!   with 0.06-0.13) were likely slow faults there. They ask the same probe
-//!   now (see the large allocations).
+//!   now (see the large allocations). In the 8e0888e run vecgrow took
+//!   0.416 s against glibc's 0.465, but 9 of its 20 rounds were slow
+//!   (0.47-0.52 s, glibc 0.44-0.48 in the same rounds): 9 of the 10 that
+//!   ran right after a jemalloc run, and none of the others. In those the
+//!   probe found slow faults and gave small pages to most of the growth,
+//!   and the rounds were still slower than glibc's; why is not known.
 //! - **The work queue's time is a scheduling mode** (sleeps in std's
 //!   channel and mutex on 2 CPUs). In the 20-round run, the same build
 //!   under two names (the huge-page setting does nothing below 64 arenas)
 //!   took 0.187 s and 0.290 s; within the fast mode mimalloc spent 7% less
 //!   user CPU in an earlier run, which callgrind's instruction counts
-//!   (lower for poolmalloc in every thread) do not explain.
+//!   (lower for poolmalloc in every thread) do not explain. In the 8e0888e
+//!   run mimalloc's rounds split (13 in 0.216-0.273 s, 7 in 0.321-0.497)
+//!   and its median, 0.246, beat poolmalloc's 0.256 (0.233-0.304).
 //!
 //! ## Modules
 //! `config` (geometry) and `size_class` (pure class math) at the bottom;
