@@ -914,7 +914,7 @@ impl Arenas {
         match decay::settings().huge_pages {
             HugePages::Off => ChunkPages::Small,
             HugePages::Always => ChunkPages::Huge,
-            HugePages::Probed if self.huge_pages.advise_next(1) => ChunkPages::Probed,
+            HugePages::Probed if self.huge_pages.advise_next() => ChunkPages::Probed,
             HugePages::Probed => ChunkPages::Small,
         }
     }
@@ -1000,44 +1000,46 @@ impl Arenas {
     }
 }
 
-/// The pages a new chunk (or a large mapping) is advised for.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum ChunkPages {
+/// The pages a new chunk is advised for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ChunkPages {
     Small,
     Huge,
-    /// Huge, and its first fault goes to the `HugePageProbe`
-    /// (`record_large_fault` for a large mapping).
+    /// Huge, and its first fault goes to the `HugePageProbe`.
     Probed,
 }
 
-/// The pages a large mapping growing by `fresh_bytes` (at least
-/// `large`'s huge-page threshold in all) is advised for, by the same probe
-/// as arena chunks: a slow huge-page fault is the VM's state, whoever pays
-/// it. Small pages while the probe backs off count the mapping's fresh
-/// 2 MiB units against the back-off, as chunks do. With `timed`, the
-/// answer may be `Probed`, which `record_large_fault` must follow; without,
-/// `Huge` where it would have been `Probed`.
-pub(crate) fn large_mapping_pages(fresh_bytes: usize, timed: bool) -> ChunkPages {
+/// What a large mapping's huge-page advice becomes
+/// (`large_mapping_advice`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum LargeAdvice {
+    /// Leave it as it is: a probe is in flight, its verdict unknown.
+    Keep,
+    Small,
+    Huge,
+    /// Time a huge-page fault, then `record_large_fault`.
+    Probe,
+}
+
+/// The huge-page advice for a large mapping that grew by `fresh_chunks`
+/// 2 MiB units of fresh pages, from the probe arena chunks use: a slow
+/// huge-page fault is the VM's state, whoever pays it. Small pages while
+/// the probe backs off, the fresh units counted against the back-off as
+/// chunks are; `Probe` only if `can_probe` (the caller has a fresh huge
+/// page to time), else huge pages untimed while the last verdict was fast.
+pub(crate) fn large_mapping_advice(fresh_chunks: usize, can_probe: bool) -> LargeAdvice {
     match decay::settings().huge_pages {
-        HugePages::Off => ChunkPages::Small,
-        HugePages::Always => ChunkPages::Huge,
+        HugePages::Off => LargeAdvice::Small,
+        HugePages::Always => LargeAdvice::Huge,
         HugePages::Probed => {
-            let chunks = u32::try_from(fresh_bytes.div_ceil(CHUNK_SIZE)).unwrap_or(u32::MAX);
-            let mut arenas = ARENAS.lock();
-            if !arenas.huge_pages.advise_next(chunks) {
-                ChunkPages::Small
-            } else if timed {
-                ChunkPages::Probed
-            } else {
-                arenas.huge_pages.record(None);
-                ChunkPages::Huge
-            }
+            let chunks = u32::try_from(fresh_chunks).unwrap_or(u32::MAX);
+            ARENAS.lock().huge_pages.large_advice(chunks, can_probe)
         }
     }
 }
 
 /// Records how long a large mapping's first huge-page fault took (`None`:
-/// nothing was timed), after `large_mapping_pages` said `Probed`; true if
+/// nothing was timed), after `large_mapping_advice` said `Probe`; true if
 /// it was slow.
 pub(crate) fn record_large_fault(first_fault_ns: Option<u64>) -> bool {
     ARENAS.lock().huge_pages.record(first_fault_ns);
@@ -1102,23 +1104,40 @@ impl HugePageProbe {
         self.skip = self.backoff;
     }
 
-    /// Whether the chunk being mapped (or a large mapping of `chunks`
-    /// chunks' worth of fresh pages) gets huge pages; if so, `record` must
-    /// follow.
-    fn advise_next(&mut self, chunks: u32) -> bool {
+    /// Whether the chunk being mapped gets huge pages; if so, `record`
+    /// must follow.
+    fn advise_next(&mut self) -> bool {
         if self.in_flight > 0 {
             return false;
         }
         if self.skip > 0 {
-            self.skip = self.skip.saturating_sub(chunks);
+            self.skip -= 1;
             return false;
         }
         self.in_flight += 1;
         true
     }
 
-    /// Records how long an advised chunk's first touch took (`None`: the
-    /// chunk could not be mapped).
+    /// A large mapping's advice (see `large_mapping_advice`); `Probe`
+    /// counts as in flight until `record`.
+    fn large_advice(&mut self, chunks: u32, can_probe: bool) -> LargeAdvice {
+        if self.in_flight > 0 {
+            return LargeAdvice::Keep;
+        }
+        if self.skip > 0 {
+            self.skip = self.skip.saturating_sub(chunks);
+            return LargeAdvice::Small;
+        }
+        if !can_probe {
+            return LargeAdvice::Huge;
+        }
+        self.in_flight += 1;
+        LargeAdvice::Probe
+    }
+
+    /// Records how long an advised chunk's (or a large mapping's probe
+    /// page's) first touch took (`None`: the chunk could not be mapped, or
+    /// nothing was timed).
     fn record(&mut self, first_fault_ns: Option<u64>) {
         self.in_flight -= 1;
         let Some(nanos) = first_fault_ns else {
@@ -1588,7 +1607,7 @@ mod tests {
         let mut probe = HugePageProbe::new();
         /// Small-page chunks until the next advised one (which it takes).
         fn skipped(probe: &mut HugePageProbe) -> usize {
-            (0..).take_while(|_| !probe.advise_next(1)).count()
+            (0..).take_while(|_| !probe.advise_next()).count()
         }
         for _ in 0..3 {
             assert_eq!(skipped(&mut probe), 0);
@@ -1596,7 +1615,7 @@ mod tests {
         }
         // One at a time: a chunk mapped meanwhile gets small pages, and
         // does not count as skipped.
-        assert!(probe.advise_next(1) && !probe.advise_next(1));
+        assert!(probe.advise_next() && !probe.advise_next());
         probe.record(Some(SLOW_HUGE_FAULT_NS));
         assert_eq!(skipped(&mut probe), 0, "exactly the threshold is not slow");
         let mut expected = MIN_SMALL_PAGE_CHUNKS as usize;
@@ -1607,7 +1626,7 @@ mod tests {
         }
         assert_eq!(expected, MAX_SMALL_PAGE_CHUNKS as usize);
         // The skip count waits for the record of the chunk in flight.
-        assert!(!probe.advise_next(1) && !probe.advise_next(1));
+        assert!(!probe.advise_next() && !probe.advise_next());
         // A small page mapped instead of a huge one is no sign either way;
         // neither is a chunk that could not be mapped.
         probe.record(Some(MIN_HUGE_FAULT_NS / 2));
@@ -1626,13 +1645,22 @@ mod tests {
         assert_eq!(skipped(&mut probe), MIN_SMALL_PAGE_CHUNKS as usize);
         probe.record(FAST);
         assert_eq!(probe.in_flight, 0);
-        // A large mapping counts its 2 MiB units against the back-off.
-        assert!(probe.advise_next(1));
+        // A large mapping: its fresh 2 MiB units count against the
+        // back-off; while a probe is in flight its advice stays as it is;
+        // with nothing to time it follows the last verdict.
+        assert!(probe.advise_next());
+        assert_eq!(probe.large_advice(1, true), LargeAdvice::Keep);
         probe.record(SLOW);
-        assert!(!probe.advise_next(100));
+        assert_eq!(probe.large_advice(100, true), LargeAdvice::Small);
         assert_eq!(probe.skip, MIN_SMALL_PAGE_CHUNKS - 100);
-        assert!(!probe.advise_next(1000));
-        assert!(probe.advise_next(1000));
+        assert_eq!(probe.large_advice(0, true), LargeAdvice::Small);
+        assert_eq!(probe.skip, MIN_SMALL_PAGE_CHUNKS - 100);
+        assert_eq!(probe.large_advice(1000, false), LargeAdvice::Small);
+        assert_eq!(probe.large_advice(1000, false), LargeAdvice::Huge);
+        assert_eq!(probe.in_flight, 0);
+        assert_eq!(probe.large_advice(1000, true), LargeAdvice::Probe);
+        assert!(!probe.advise_next(), "a chunk waits for the large mapping's probe");
         probe.record(FAST);
+        assert_eq!(probe.in_flight, 0);
     }
 }

@@ -31,7 +31,8 @@
 //!   while their first faults stay fast (1), always (2), or never (0); with
 //!   1 and 2 the chunks mapped before are collapsed into huge pages then,
 //!   and large mappings from 4 MiB are advised too (with 1, by the same
-//!   probe); 0 advises every mapping against them.
+//!   probe); 0 advises chunks and fresh or grown large mappings from 4 MiB
+//!   against them.
 
 use crate::os;
 use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};

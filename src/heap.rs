@@ -32,7 +32,8 @@ use crossbeam_utils::CachePadded;
 #[repr(C)]
 pub struct Heap {
     active: [Cell<*mut Pool>; CLASS_COUNT],
-    /// Per class, Available pools, oldest first (see the crate docs).
+    /// Per class, Available pools, oldest first, and sorted by address at
+    /// each sweep (see the crate docs).
     available: [Cell<*mut Pool>; CLASS_COUNT],
     available_tail: [Cell<*mut Pool>; CLASS_COUNT],
     /// Per class, Kept pools (singly linked by `next_available`).

@@ -38,7 +38,7 @@
 //! where the purge delay applies, so a thread that goes to sleep holding one
 //! gives it back all the same.
 
-use crate::arena::ChunkPages;
+use crate::arena::LargeAdvice;
 use crate::counters::OS_COUNTERS;
 use crate::decay;
 use crate::os;
@@ -634,17 +634,20 @@ pub unsafe fn usable_size(block: *mut u8) -> usize {
     }
 }
 
-/// The first whole transparent huge page of a range.
+/// The size of a transparent huge page (x86-64).
 const HUGE_PAGE_SIZE: usize = 2 << 20;
 
 /// Advises a large block's mapping `[base, base + map_size)`, which grew by
-/// `fresh_bytes`, for huge pages or against them, as the huge-page probe
-/// shared with arena chunks says (`arena::large_mapping_pages`); mappings
-/// under `HUGE_PAGE_THRESHOLD` are left as they are. With `touch` (fresh
-/// pages the caller is about to write), the probe may ask for a timed
-/// fault: the first whole huge page in `touch` alone is advised and takes
-/// it (a zero written to its first byte), and the rest of the mapping gets
-/// huge pages only if that was fast.
+/// `fresh_bytes` of fresh pages, for huge pages or against them, as the
+/// huge-page probe shared with arena chunks says
+/// (`arena::large_mapping_advice`); mappings under `HUGE_PAGE_THRESHOLD`,
+/// and any while another probe is in flight, are left as they are. With
+/// `touch` (fresh pages the caller is about to write) holding a whole huge
+/// page, the probe may ask for a timed fault: that page alone is advised
+/// and takes it (a zero written to its first byte), and the rest of the
+/// mapping gets huge pages only if that was fast. The cost: that page is
+/// resident from then on, whether or not the caller writes it. Without
+/// such a page the mapping follows the probe's last verdict, untimed.
 ///
 /// Why probe here too: on the VM of BENCHMARKS.md a huge-page fault takes
 /// 0.2-0.4 ms while the kernel has huge pages free and 4.6-5.2 ms once it
@@ -661,11 +664,16 @@ unsafe fn advise_pages(base: usize, map_size: usize, fresh_bytes: usize, touch: 
     if map_size < HUGE_PAGE_THRESHOLD {
         return;
     }
-    let pages = crate::arena::large_mapping_pages(fresh_bytes, touch.is_some());
-    let probe_page = touch.map(|(from, _)| from.next_multiple_of(HUGE_PAGE_SIZE));
-    let huge = match (pages, probe_page, touch) {
-        (ChunkPages::Small, ..) => false,
-        (ChunkPages::Probed, Some(page), Some((_, to))) if page + HUGE_PAGE_SIZE <= to => {
+    let probe_page = touch.and_then(|(from, to)| {
+        let page = from.next_multiple_of(HUGE_PAGE_SIZE);
+        (page + HUGE_PAGE_SIZE <= to).then_some(page)
+    });
+    let advice = crate::arena::large_mapping_advice(fresh_bytes.div_ceil(HUGE_PAGE_SIZE), probe_page.is_some());
+    let huge = match (advice, probe_page) {
+        (LargeAdvice::Keep, _) => return,
+        (LargeAdvice::Small, _) => false,
+        (LargeAdvice::Huge, _) => true,
+        (LargeAdvice::Probe, Some(page)) => {
             // The probe page alone first: if its fault is slow, the rest
             // of the range gets small pages, so a slow state costs one
             // huge page, not a whole growth of them.
@@ -679,11 +687,11 @@ unsafe fn advise_pages(base: usize, map_size: usize, fresh_bytes: usize, touch: 
             };
             !crate::arena::record_large_fault(Some(first_fault_ns))
         }
-        (ChunkPages::Probed, ..) => {
+        // Not asked for without a page to time; the probe must hear back.
+        (LargeAdvice::Probe, None) => {
             crate::arena::record_large_fault(None);
-            true
+            return;
         }
-        (ChunkPages::Huge, ..) => true,
     };
     // SAFETY: forwarded from the caller.
     unsafe {
@@ -696,17 +704,18 @@ unsafe fn advise_pages(base: usize, map_size: usize, fresh_bytes: usize, touch: 
 }
 
 /// Advises a block's mapping that grew from `old_size` to `new_size` bytes
-/// with pages from the cache (touched before, so nothing is timed) when it
-/// crossed `HUGE_PAGE_THRESHOLD`: a cached range keeps the advice it was
-/// mapped with, and a system call on every growth cost the doubling
-/// `realloc` bench a fifth more time.
+/// with pages from the cache (touched before, so nothing is timed, and
+/// nothing counts against the probe's back-off) when it crossed
+/// `HUGE_PAGE_THRESHOLD`: a cached range keeps the advice it was mapped
+/// with, and a system call on every growth cost the doubling `realloc`
+/// bench a fifth more time.
 ///
 /// # Safety
 /// The mapping is the block's own and page-aligned.
 unsafe fn advise_cached_pages(base: usize, old_size: usize, new_size: usize) {
     if old_size < HUGE_PAGE_THRESHOLD {
         // SAFETY: forwarded from the caller.
-        unsafe { advise_pages(base, new_size, new_size - old_size, None) };
+        unsafe { advise_pages(base, new_size, 0, None) };
     }
 }
 

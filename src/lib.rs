@@ -107,8 +107,9 @@
 //!   to gather free blocks. Taking the newest instead (pymalloc's order)
 //!   took a pool with one or two free blocks: in compare/'s hashmap 0.98M of
 //!   2M allocations went to the refill path, against 0.33M oldest first.
-//!   When a thread exits, the lists are sorted by address, so that the next
-//!   thread fills the lowest pools first and the others can drain
+//!   When a heap is swept (its thread exits, or calls [`collect`]), the
+//!   lists are sorted by address, so that the next thread (or the next
+//!   refills) fills the lowest pools first and the others can drain
 //!   (`heap::sort_available`); kept sorted all the time, the lists cost
 //!   hashmap, larson and workqueue 5-9% (refills again took pools with few
 //!   free blocks).

@@ -28,8 +28,8 @@ fn available_list_is_oldest_first() {
     assert!(heap.available_tail[class].get().is_null());
 }
 
-/// A thread's exit sorts each available list by address, with both ends
-/// and every back link right, whatever order the pools joined in.
+/// Sorting an available list by address (as each sweep does) leaves both
+/// ends and every back link right, whatever order the pools joined in.
 #[test]
 fn sort_available_orders_by_address() {
     const N: usize = 37;
@@ -68,4 +68,26 @@ fn sort_available_orders_by_address() {
     assert_eq!(single.available[class].get(), at(&pools[0]));
     assert_eq!(single.available_tail[class].get(), at(&pools[0]));
     sort_available(&Heap::new(), class);
+}
+
+/// A sweep (thread exit, `collect`) leaves the available lists sorted.
+#[test]
+fn sweep_sorts_available_lists() {
+    let heap = Heap::new();
+    let pools: Vec<Pool> = (0..5).map(|_| Pool::unused()).collect();
+    let class = pools[0].class();
+    for i in [3, 0, 4, 1, 2] {
+        pools[i].set_state(PoolState::Full);
+        make_available(&heap, &pools[i]);
+    }
+    // No active or kept pool: the sweep returns nothing to the arenas.
+    sweep(&heap);
+    let mut order = Vec::new();
+    let mut pool = heap.available[class].get();
+    while !pool.is_null() {
+        order.push(pool);
+        // SAFETY: the list holds the pools above, alive until the end.
+        pool = unsafe { (*pool).next_available.get() };
+    }
+    assert_eq!(order, pools.iter().map(at).collect::<Vec<_>>());
 }
