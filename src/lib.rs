@@ -508,7 +508,12 @@
 //!   (0.47-0.52 s, glibc 0.44-0.48 in the same rounds): 9 of the 10 that
 //!   ran right after a jemalloc run, and none of the others. In those the
 //!   probe found slow faults and gave small pages to most of the growth,
-//!   and the rounds were still slower than glibc's; why is not known.
+//!   and the rounds were still slower than glibc's. A temporary trace of
+//!   every huge page after a jemalloc run showed two reasons: a growth's
+//!   first page can be fast and its later ones slow (11 fast, then 4 over
+//!   1 ms, in one growth to 64 MiB), and after a slow probe the back-off
+//!   keeps small pages for later repeats, which would have found the
+//!   program's own freed huge pages fast.
 //! - **The work queue's time is a scheduling mode** (sleeps in std's
 //!   channel and mutex on 2 CPUs). In the 20-round run, the same build
 //!   under two names (the huge-page setting does nothing below 64 arenas)
@@ -516,7 +521,8 @@
 //!   user CPU in an earlier run, which callgrind's instruction counts
 //!   (lower for poolmalloc in every thread) do not explain. In the 8e0888e
 //!   run mimalloc's rounds split (13 in 0.216-0.273 s, 7 in 0.321-0.497)
-//!   and its median, 0.246, beat poolmalloc's 0.256 (0.233-0.304).
+//!   and its median, 0.246, beat poolmalloc's 0.256 (0.233-0.304 over all
+//!   20 rounds).
 //!
 //! ## Modules
 //! `config` (geometry) and `size_class` (pure class math) at the bottom;
