@@ -381,17 +381,19 @@
 //! together fill the arenas, so the identity is a check, not a remainder.
 //!
 //! ## Where the design falls short
-//! In the last full run (8e0888e, 20 rounds, each allocator following
+//! In the last full run (e419737, 20 rounds, each allocator following
 //! every other equally often, on a 2-vCPU Intel VM; BENCHMARKS.md has the
-//! numbers) poolmalloc is first on seven of the nine whole programs,
-//! behind jemalloc on prodcons (0.224 s against 0.215) and mimalloc on
-//! workqueue (0.256 against 0.246; mimalloc's rounds split in two, and
-//! poolmalloc led it in the two runs before). In the 8546270 run it was
-//! behind on prodcons only; in da5e527's, with mostly
-//! slow huge-page faults, also behind mimalloc on hashmap (0.311 against
-//! 0.306, middle halves overlapping) and glibc on vecgrow (0.452 against
-//! 0.445). Peak RSS is within jemalloc's + 5% on all nine (churn +2.4%,
-//! larson +4.6%); churn was 5-7% over before d45b0c9. Callgrind counts
+//! numbers) poolmalloc is first on seven of the nine whole programs
+//! (hashmap by 0.1% over mimalloc), behind jemalloc on prodcons (0.227 s
+//! against 0.211) and glibc on vecgrow (0.455 against 0.452: half its
+//! rounds met slow huge-page faults, nine of them right after a jemalloc
+//! run, below). In
+//! the 8e0888e run it was behind on prodcons and on workqueue (mimalloc
+//! 0.246 against 0.256, its rounds split in two); in the 8546270 run on
+//! prodcons only; in da5e527's, with mostly slow huge-page faults, also
+//! on hashmap and vecgrow. Peak RSS is within jemalloc's + 5% on eight of
+//! the nine, larson 5.2% over (4.6% in the 8e0888e run), churn 2.3% (5-7%
+//! over before d45b0c9). Callgrind counts
 //! fewer instructions for poolmalloc on these (prodcons' producer 180M
 //! against jemalloc's 301M at scale 0.2), so what separates them is memory
 //! and scheduling, which that model does not time. What explains the
@@ -453,8 +455,8 @@
 //!   for any thread of that arena. No cheap signal tells a heap that its
 //!   thread has stopped (the fast paths publish nothing), and no other
 //!   thread may take over a heap whose thread can run again at any moment,
-//!   so larson's peak stays over jemalloc's (by 3.7-4.3% in this
-//!   session's runs, 5.4% in the b624e88 run). A program that hands its
+//!   so larson's peak stays over jemalloc's (by 3.7-5.4% in the runs
+//!   since b624e88: 5.2% in e419737's, 4.6% in 8e0888e's). A program that hands its
 //!   memory off and then blocks for long can call [`collect`].
 //! - **Survivors pin pools.** churn's threads each leave 4 of their 200
 //!   blocks alive in a ring of 1000, and each survivor keeps its pool, in
@@ -470,10 +472,11 @@
 //!   (d45b0c9), the RSS of the arenas' mappings (thread stacks included,
 //!   from smaps) fell by about 110 KiB (3762 against 3870, 12 alternating
 //!   runs), and by about 230 in a trial that kept the lists sorted all the
-//!   time, which cost other workloads 5-9%. In the two full runs since,
-//!   churn's peak was 2.4-2.7% over jemalloc's, and the median of each
-//!   run's own growth 0.75-0.83 MiB (jemalloc's 0.33; between the medians,
-//!   0.75 and 1.2 MiB). What is left: a heap holds one pool for each
+//!   time, which cost other workloads 5-9%. In the three full runs since,
+//!   churn's peak was 2.3-2.7% over jemalloc's, and the median of each
+//!   run's own growth 0.75-1.15 MiB (jemalloc's 0.27-0.33; between the
+//!   medians, 0.75-1.2 MiB), so its growth is still at the 1 MiB line.
+//!   What is left: a heap holds one pool for each
 //!   class its threads leave a survivor of (15 pools of classes up to 512
 //!   bytes, holding under 25 blocks each, in each of churn's three heaps;
 //!   a stats build), where jemalloc's threads share their arena's slabs,
@@ -506,7 +509,9 @@
 //!   now (see the large allocations). In the 8e0888e run vecgrow took
 //!   0.416 s against glibc's 0.465, but 9 of its 20 rounds were slow
 //!   (0.47-0.52 s, glibc 0.44-0.48 in the same rounds): 9 of the 10 that
-//!   ran right after a jemalloc run, and none of the others. In those the
+//!   ran right after a jemalloc run, and none of the others; in the
+//!   e419737 run 10 were slow (9 after jemalloc) and glibc's median won,
+//!   0.452 against 0.455. In those the
 //!   probe found slow faults and gave small pages to most of the growth,
 //!   and the rounds were still slower than glibc's. A temporary trace of
 //!   every huge page after a jemalloc run showed two reasons: a growth's
