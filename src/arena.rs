@@ -14,8 +14,8 @@
 //! only (see `Arenas::find_run`).
 
 use crate::config::{
-    ADDRESS_BITS, ARENA_MASK, ARENA_SHIFT, ARENA_SIZE, ARENA_SPARES, HEADER_BYTES, MAX_SPAN_POOLS, POOL_SHIFT,
-    POOL_SIZE, POOLS_PER_ARENA,
+    ADDRESS_BITS, ARENA_MASK, ARENA_SHIFT, ARENA_SIZE, ARENA_SPARES, HEADER_BYTES, HUGE_PAGE_SIZE, MAX_SPAN_POOLS,
+    POOL_SHIFT, POOL_SIZE, POOLS_PER_ARENA,
 };
 use crate::counters::{HeapCounters, OS_COUNTERS};
 use crate::decay::{self, HugePages};
@@ -705,7 +705,7 @@ fn purge_kept(now: u64, force: bool) -> Option<u64> {
 
 /// Arenas are mapped in chunks of this size (aligned to it: one transparent
 /// huge page) and handed out one at a time.
-const CHUNK_SIZE: usize = 2 << 20;
+const CHUNK_SIZE: usize = HUGE_PAGE_SIZE;
 /// The heap size (in arenas) from which new chunks may be advised for
 /// transparent huge pages.
 const HUGE_PAGE_AFTER_ARENAS: usize = 64;

@@ -21,6 +21,11 @@ pub const POOLS_PER_ARENA: usize = ARENA_SIZE / POOL_SIZE;
 /// a whole page so that purging the pool can leave it resident).
 pub const HEADER_BYTES: usize = 4 << 10;
 
+/// A transparent huge page (x86-64): arenas are mapped in chunks of this
+/// size (`arena`), and large mappings are probed and advised in its units
+/// (`large`).
+pub const HUGE_PAGE_SIZE: usize = 2 << 20;
+
 /// The alignment every block of 16 bytes or more has (and the step of the
 /// classes up to 128 bytes); the 8-byte class is aligned to 8, and serves
 /// only requests aligned to at most 8 (`size_class`).

@@ -39,6 +39,7 @@
 //! gives it back all the same.
 
 use crate::arena::LargeAdvice;
+use crate::config::HUGE_PAGE_SIZE;
 use crate::counters::OS_COUNTERS;
 use crate::decay;
 use crate::os;
@@ -633,9 +634,6 @@ pub unsafe fn usable_size(block: *mut u8) -> usize {
         (*h).base + (*h).map_size - block as usize
     }
 }
-
-/// The size of a transparent huge page (x86-64).
-const HUGE_PAGE_SIZE: usize = 2 << 20;
 
 /// Advises a large block's mapping `[base, base + map_size)`, which grew by
 /// `fresh_bytes` of fresh pages, for huge pages or against them, as the

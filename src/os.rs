@@ -379,9 +379,9 @@ pub unsafe fn collapse_to_huge_page(p: *mut u8, size: usize) -> bool {
     // SAFETY: advice on memory the caller owns; a collapse keeps contents.
     unsafe {
         // A range advised against huge pages cannot be collapsed.
-        libc::madvise(p.cast(), size, libc::MADV_HUGEPAGE);
+        advise_huge_pages(p, size);
         let collapsed = libc::madvise(p.cast(), size, libc::MADV_COLLAPSE) == 0;
-        libc::madvise(p.cast(), size, libc::MADV_NOHUGEPAGE);
+        advise_no_huge_pages(p, size);
         collapsed
     }
 }
