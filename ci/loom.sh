@@ -4,11 +4,13 @@
 # hand-over of a heap record (adopted by a new thread, or collected by the
 # purger, which must be woken for frees that land after its pass), the
 # slow-path Lock (its futex modelled by a loom Mutex and Condvar), the
-# purger's sleep/wake handshake, and the hand-over of a kept pool's pages
-# between its owner and the purger. Loom runs each model under
-# every interleaving up to LOOM_MAX_PREEMPTIONS preemptions, with the stale
-# reads the atomics' orderings allow, and reports lost or duplicated blocks,
-# races on blocks handed between threads, and lost wake-ups (as deadlocks).
+# purger's sleep/wake handshake, the hand-over of a kept pool's pages
+# between its owner and the purger, and the purge of a stranded pool (every
+# block freed by other threads) against its owner's take. Loom runs each
+# model under every interleaving up to LOOM_MAX_PREEMPTIONS preemptions, with
+# the stale reads the atomics' orderings allow, and reports lost or
+# duplicated blocks, races on blocks handed between threads, and lost
+# wake-ups (as deadlocks).
 #
 # About a minute of checking here (2 cores) at 3 preemptions, plus 40 s to
 # build loom the first time; 2 preemptions take 5 s, 4 ten times more. Its

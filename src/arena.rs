@@ -23,6 +23,7 @@ use crate::os;
 use crate::pool::{Pool, PurgeClaim};
 use crate::size_class::{self, Class};
 use crate::sync::{AtomicPtr, AtomicU64, Lock, LockGuard, Ordering};
+use crate::{heap, stranded};
 use core::cell::Cell;
 use core::ptr;
 
@@ -228,6 +229,8 @@ struct Arenas {
     /// passes `HUGE_PAGE_AFTER_ARENAS`.
     small_chunks: ChunkList,
     collapse: Collapse,
+    /// Stranded pools marked for a second look (`purge_stranded`).
+    stranded: stranded::Seen,
 }
 
 // SAFETY: the raw pointers are only followed under the lock.
@@ -247,6 +250,7 @@ impl Arenas {
             huge_pages: HugePageProbe::new(),
             small_chunks: ChunkList::new(),
             collapse: Collapse::Waiting,
+            stranded: stranded::Seen::new(),
         }
     }
 
@@ -701,6 +705,56 @@ fn purge_kept(now: u64, force: bool) -> Option<u64> {
         // dropped were missed: look again within the delay.
         next_due = decay::earliest(next_due, Some(now.saturating_add(delay)));
     }
+}
+
+/// Purges stranded pools (see [`crate::stranded`]), in one hold of the
+/// arena lock: claims each pool marked seen on the last pass whose list
+/// nobody has taken since, purges its pages and gives it back to its owner
+/// with every block free; then marks the pools reported since. Returns when
+/// to look again (one stranded delay from `now`) if it marked any.
+///
+/// The lock keeps every arena in the arena map mapped, so a reported or
+/// seen pool, which may have been retired since, is looked at only if its
+/// arena is in the map (a descriptor's place is fixed by its arena's
+/// base, so an arena mapped again there holds a descriptor at it too).
+pub fn purge_stranded(now: u64) -> Option<u64> {
+    let mut arenas = ARENAS.lock();
+    let (seen, seen_count) = arenas.stranded.take();
+    let (mut purged, mut bytes) = (0, 0);
+    for &pool in &seen[..seen_count] {
+        if !ARENA_MAP.contains(pool as usize) {
+            continue;
+        }
+        // SAFETY: a descriptor in a mapped arena (above; the lock is held).
+        let p = unsafe { &*pool };
+        if !p.claim_stranded() {
+            continue;
+        }
+        let (start, end) = p.span_extent();
+        // SAFETY: the claim gives the purger the span's blocks, all free,
+        // and keeps the pool in use until `end_stranded_purge`; the span's
+        // extent lies outside the arena header.
+        unsafe { purge_pages(start, end) };
+        bytes += end - start;
+        purged += 1;
+        if p.end_stranded_purge() {
+            heap::put_pending(p);
+        }
+    }
+    if purged > 0 {
+        OS_COUNTERS.stranded_pools_purged(purged, bytes);
+    }
+    let seen = &mut arenas.stranded;
+    stranded::drain_reports(|pool| {
+        if seen.is_full() || !ARENA_MAP.contains(pool as usize) {
+            return;
+        }
+        // SAFETY: a descriptor in a mapped arena (above; the lock is held).
+        if unsafe { (*pool).mark_stranded() } {
+            seen.push(pool);
+        }
+    });
+    (!seen.is_empty()).then(|| now.saturating_add(decay::stranded_delay_ms()))
 }
 
 /// Arenas are mapped in chunks of this size (aligned to it: one transparent

@@ -261,6 +261,8 @@ pub(crate) struct OsCounters {
     /// and those of them that were slow.
     pub(crate) large_huge_page_probes: AtomicUsize,
     pub(crate) slow_large_huge_page_faults: AtomicUsize,
+    /// Stranded pools purged in place (`crate::stranded`).
+    pub(crate) stranded_pools_purged: AtomicUsize,
 }
 
 pub(crate) static OS_COUNTERS: OsCounters = OsCounters {
@@ -280,6 +282,7 @@ pub(crate) static OS_COUNTERS: OsCounters = OsCounters {
     collapsed_chunks: AtomicUsize::new(0),
     large_huge_page_probes: AtomicUsize::new(0),
     slow_large_huge_page_faults: AtomicUsize::new(0),
+    stranded_pools_purged: AtomicUsize::new(0),
 };
 
 impl OsCounters {
@@ -320,6 +323,13 @@ impl OsCounters {
 
     /// Kept pools of `bytes` in all were purged in place (see `Pool::keep`).
     pub(crate) fn kept_pools_purged(&self, bytes: usize) {
+        self.purged_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// `pools` stranded pools of `bytes` in all were purged in place (see
+    /// `crate::stranded`).
+    pub(crate) fn stranded_pools_purged(&self, pools: usize, bytes: usize) {
+        self.stranded_pools_purged.fetch_add(pools, Ordering::Relaxed);
         self.purged_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 

@@ -180,23 +180,68 @@ pub fn purge_inline() -> bool {
 /// and both loads are SeqCst; for the heaps' large slots because the pass's
 /// steal issues `membarrier` between this store and its look at the slots
 /// (or, where that is refused, as for kept pools; see [`crate::slot`]).
+///
+/// It also stops watching for stranded pools: a freer that reports one
+/// after this wakes the purger, and a report before it is in the ring the
+/// pass drains (see [`note_stranded`]).
 pub fn purger_begin_pass() {
     PURGER.store(IDLE, Ordering::SeqCst);
+    STRANDED_WATCH.store(0, Ordering::SeqCst);
 }
 
-/// After a pass: sleep until `deadline_ms` if some dirty memory is not yet
-/// due, or until woken by [`note_dirty`] if nothing is dirty.
-pub fn purger_wait(deadline_ms: Option<u64>) {
-    match deadline_ms {
+/// After a pass: sleep until the earlier of `deadline_ms` (dirty memory not
+/// yet due) and `stranded_ms` (stranded pools marked for a second look), or
+/// until woken by [`note_dirty`] if neither is set. A freer's report of a
+/// stranded pool cuts a timed sleep short unless the purger is watching
+/// (`stranded_ms` set).
+pub fn purger_wait(deadline_ms: Option<u64>, stranded_ms: Option<u64>) {
+    let watching = stranded_ms.is_some();
+    if watching {
+        STRANDED_WATCH.store(1, Ordering::SeqCst);
+    }
+    match earliest(deadline_ms, stranded_ms) {
         Some(deadline) => {
             PURGER.store(RUNNING, Ordering::Release);
             let now = now_ms();
             if deadline > now {
-                os::sleep_ms(deadline - now);
+                // Returns at once if a report came since the pass began
+                // (the word is 1 and the purger not watching).
+                os::futex_wait(&STRANDED_WATCH, u32::from(watching), Some(deadline - now));
             }
         }
         // Returns at once if a dirtier flipped the state back to RUNNING.
         None => os::futex_wait(&PURGER, IDLE, None),
+    }
+}
+
+/// How long a stranded pool (every block freed by other threads, its owner
+/// not back for them) stays resident at least: mimalloc v2's purge delay,
+/// or the purge delay if shorter. Between one and two of these pass before
+/// the purger purges it (it looks twice, see `Pool::mark_stranded`).
+const STRANDED_DELAY_MS: u64 = 10;
+
+/// The stranded-pool delay (see `STRANDED_DELAY_MS`).
+pub fn stranded_delay_ms() -> u64 {
+    settings().purge_delay_ms.min(STRANDED_DELAY_MS)
+}
+
+/// 1 while the purger will look at the freers' reports of stranded pools
+/// within the stranded delay anyway, 0 when a report must wake it. It is
+/// also the futex the purger's timed sleeps wait on.
+static STRANDED_WATCH: AtomicU32 = AtomicU32::new(0);
+
+/// A freer reported a stranded pool (`stranded::note_complete`): wakes the
+/// purger unless it is watching already, and starts it the first time.
+/// One load when it is watching, as it is while the program keeps
+/// reporting.
+#[inline]
+pub fn note_stranded() {
+    // SeqCst, with the report's store before it and the purger's clear and
+    // loads of the reports after it (`purger_begin_pass`): either the pass
+    // sees the report, or this sees 0 and wakes the purger.
+    if STRANDED_WATCH.load(Ordering::SeqCst) == 0 && STRANDED_WATCH.swap(1, Ordering::SeqCst) == 0 {
+        os::futex_wake(&STRANDED_WATCH);
+        note_dirty();
     }
 }
 

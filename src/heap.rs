@@ -20,6 +20,7 @@ use crate::pool::{Block, Pool, PoolState};
 use crate::remote::PendingList;
 use crate::size_class::{self, CLASS_COUNT, Class};
 use crate::slot::LargeSlot;
+use crate::stranded;
 use crate::sync::{AtomicBool, AtomicPtr, Lock, Ordering};
 use core::cell::Cell;
 use core::ffi::c_void;
@@ -311,7 +312,9 @@ unsafe fn refill_block(heap: &Heap, class: Class) -> *mut u8 {
         return unsafe { active.pop() };
     }
     take_pending(heap);
-    if active.take_local() {
+    // Carve too: if the purger purged the pool's stranded blocks, taking
+    // them back made it forget them (`Pool::take_remote`).
+    if active.take_local() || active.carve() {
         // SAFETY: remote frees taken back put blocks on the free list.
         return unsafe { active.pop() };
     }
@@ -670,12 +673,27 @@ fn flush_outbox(heap: &Heap) {
 /// The chain holds `len` live blocks of `pool`, linked from `head` to `tail`.
 unsafe fn push_remote_chain(pool: &Pool, head: *mut Block, tail: *mut Block, len: usize) {
     // SAFETY: forwarded from the caller.
-    if !unsafe { pool.push_remote_chain(head, tail, len) } {
-        return;
+    let Ok(pushed) = (unsafe { pool.push_remote_chain(head, tail, len) }) else {
+        os::fatal("double free of a block (its pool had every block free already)");
+    };
+    if pushed.complete {
+        // The pool cannot be retired before the owner takes the list, and
+        // the purger checks what it finds (`stranded`).
+        stranded::note_complete(pool);
     }
-    // The blocks we pushed keep the pool in use (they count as out until
-    // the owner takes them), and the owner only takes them after finding the
-    // pool on its pending list below, so the owner cannot change meanwhile.
+    if pushed.was_empty {
+        // The blocks we pushed keep the pool in use (they count as out
+        // until the owner takes them), and the owner only takes them after
+        // finding the pool on its pending list below, so the owner cannot
+        // change meanwhile.
+        put_pending(pool);
+    }
+}
+
+/// Puts `pool`, whose remote list just filled, on its owner's pending list,
+/// and wakes the purger if the owner's thread has exited (the purger takes
+/// such heaps' remote frees back).
+pub fn put_pending(pool: &Pool) {
     let owner = pool.owner.load(Ordering::Relaxed) as *const Heap;
     // SAFETY: heap records are never freed.
     let owner = unsafe { &*owner };

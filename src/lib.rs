@@ -282,6 +282,27 @@
 //! half as often (99k against 196k times) and runs in 0.22 s against 0.28
 //! (jemalloc 0.21-0.22), with the same bound on the bytes an entry holds.
 //!
+//! Only the owner takes remote frees back, so a thread that hands its
+//! blocks to others and then blocks (in `join`, on a channel) would keep
+//! them all resident while it waits. The purger purges such *stranded*
+//! pools in place (the `stranded` module): the push that makes a pool's
+//! remote list hold every block marks the list complete and reports the
+//! pool in a ring; the purger marks a complete list seen, and if nobody
+//! has taken it one stranded delay (10 ms) later, it claims the list with
+//! a compare-and-swap on the remote word, purges the span's pages and
+//! leaves the word saying "every block back, no list". The owner, when it
+//! comes back, forgets the blocks and carves the pool afresh. An owner that
+//! takes its list while the purge runs takes nothing, and the purger puts
+//! the pool back on its pending list when done (modelled under loom). The
+//! pool never changes owner, so no owner can be surprised. Why twice, 10
+//! ms apart: a producer whose consumer frees everything finds its pools
+//! complete all the time and takes them back within microseconds; purging
+//! those would make it fault their pages in again. compare/'s larson, whose
+//! four chain threads hand 1000 blocks each to a thread that frees them
+//! and wait in `join` for the rest of the run: peak RSS 10050 KiB against
+//! 11320 before and jemalloc's 11040 (medians of six alternating runs; 62
+//! pools purged, 1.9 MB).
+//!
 //! ## Threads starting and exiting
 //! Heaps are records in allocator-owned memory, never freed. A thread's first
 //! slow path takes an idle record (left by an exited thread, with its pools)
@@ -448,16 +469,20 @@
 //!   With each chain thread taking its remote frees back after each
 //!   `join` (its own heap's part of [`collect`], a temporary change to the
 //!   workload), larson's peak RSS was 9410 KiB against 11528 without and
-//!   jemalloc's 11106 (medians of 8 alternating runs), at the same speed;
-//!   the whole of [`collect`], which also takes back what was freed to
-//!   exited threads' heaps, took it to 8258 (but 0.223 s against 0.162).
+//!   jemalloc's 11106 (medians of 8 alternating runs), at the same speed.
 //!   jemalloc has no owners: a freed block goes back to its arena's bin,
 //!   for any thread of that arena. No cheap signal tells a heap that its
 //!   thread has stopped (the fast paths publish nothing), and no other
 //!   thread may take over a heap whose thread can run again at any moment,
-//!   so larson's peak stays over jemalloc's (by 3.7-5.4% in the runs
-//!   since b624e88: 5.2% in e419737's, 4.6% in 8e0888e's). A program that hands its
-//!   memory off and then blocks for long can call [`collect`].
+//!   so larson's peak stayed over jemalloc's (by 3.7-5.4% in the runs
+//!   from b624e88 to e419737). What was missing was not the blocks but
+//!   their pages: stranded pools are now purged in place (see the remote
+//!   frees above), which takes back the pools whose every block came back,
+//!   and larson's peak fell under jemalloc's. What it cannot take back: a
+//!   pool with one block still out, and the owner's Active pool while
+//!   blocks of it were never carved. A program that hands its memory off
+//!   and then blocks for long can still call [`collect`], which takes
+//!   everything back for reuse.
 //! - **Survivors pin pools.** churn's threads each leave 4 of their 200
 //!   blocks alive in a ring of 1000, and each survivor keeps its pool, in
 //!   the heap its exited thread left, from going back. Before d45b0c9,
@@ -533,8 +558,9 @@
 //! `config` (geometry) and `size_class` (pure class math) at the bottom;
 //! `os` is the only caller of libc; `sync` holds the atomics and the
 //! slow-path lock (swapped for loom's in the model checks); `pool` the descriptor and
-//! its lists; `remote` the lock-free pending list; `arena` arenas, their
-//! lists and purging; `large` large blocks and their cache; `slot` each
+//! its lists; `remote` the lock-free pending list; `stranded` the reports
+//! of pools whose every block came back remotely; `arena` arenas, their
+//! lists and purging (stranded pools included); `large` large blocks and their cache; `slot` each
 //! heap's cached large mapping and the handshake that steals it; `decay` the
 //! settings and the purger's wake-up; `counters` the per-heap and OS-level
 //! counters; `heap` the thread heaps and fast paths; `purger` the background
@@ -583,6 +609,8 @@ mod os;
 mod purger;
 #[cfg(not(all(test, loom)))]
 mod stats;
+#[cfg(not(all(test, loom)))]
+mod stranded;
 
 #[cfg(all(feature = "stats", not(all(test, loom))))]
 pub use stats::ClassStats;

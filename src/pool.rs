@@ -51,12 +51,25 @@ pub struct Block {
 /// A remote list's word (`Pool::remote`): the head block's address, with
 /// the number of blocks on the list in the bits above `REMOTE_LEN_SHIFT`
 /// (addresses use the low 47), so the owner learns the length from the swap
-/// that takes the list. 0 is the empty list.
+/// that takes the list. 0 is the empty list. The low three bits (blocks are
+/// 8-aligned) say whether every block of the pool is on it, for the
+/// purger's stranded-pool pass (see [`Pool::mark_stranded`]).
 const REMOTE_LEN_SHIFT: u32 = 48;
 const _: () = assert!(crate::config::ADDRESS_BITS <= REMOTE_LEN_SHIFT as usize);
 
+/// `remote` flag: the push that set it made the list hold every block of
+/// the pool. With a null head: the purger purged the blocks' pages, and
+/// the list is gone (every block is back all the same).
+const REMOTE_COMPLETE: usize = 1;
+/// `remote` flag: the purger has seen the list complete on one pass.
+const REMOTE_SEEN: usize = 2;
+/// `remote` flag: the purger claimed the blocks and is purging their pages.
+const REMOTE_PURGING: usize = 4;
+const REMOTE_FLAGS: usize = REMOTE_COMPLETE | REMOTE_SEEN | REMOTE_PURGING;
+const _: () = assert!(size_class::class_size(0) > REMOTE_FLAGS, "blocks are aligned past the flag bits");
+
 fn remote_head(word: usize) -> *mut Block {
-    (word & ((1 << REMOTE_LEN_SHIFT) - 1)) as *mut Block
+    (word & ((1 << REMOTE_LEN_SHIFT) - 1) & !REMOTE_FLAGS) as *mut Block
 }
 
 fn remote_len(word: usize) -> usize {
@@ -176,6 +189,19 @@ const KEPT_PURGING: u64 = 2;
 /// Purged; the owner may claim them.
 const KEPT_CLEAN: u64 = 3;
 const KEPT_BITS: u64 = 3;
+
+/// What a remote push did ([`Pool::push_remote_chain`]).
+pub struct RemotePush {
+    /// The list was empty: the pool must go on its owner's pending list.
+    pub was_empty: bool,
+    /// The list now holds every block of the pool.
+    pub complete: bool,
+}
+
+/// A remote push found every block of the pool free already: the block
+/// pushed was freed twice.
+#[derive(Debug)]
+pub struct AlreadyAllFree;
 
 /// What [`Pool::claim_for_purge`] found.
 pub enum PurgeClaim {
@@ -568,39 +594,57 @@ impl Pool {
         true
     }
 
-    /// Pushes a block freed by a thread that does not own the pool. Returns
-    /// true if the remote list was empty, in which case the caller must put
-    /// the pool on its owner's pending list (exactly once per such push).
+    /// Pushes a block freed by a thread that does not own the pool; see
+    /// [`push_remote_chain`](Self::push_remote_chain).
     ///
     /// # Safety
     /// `block` is a block of this pool handed out and not yet freed.
     #[cfg(test)]
-    pub unsafe fn push_remote(&self, block: *mut u8) -> bool {
+    pub unsafe fn push_remote(&self, block: *mut u8) -> Result<RemotePush, AlreadyAllFree> {
         // SAFETY: forwarded; a single block is a chain from itself to itself.
         unsafe { self.push_remote_chain(block.cast(), block.cast(), 1) }
     }
 
     /// Pushes a chain of `len` blocks (linked through their first word from
     /// `head` to `tail`) freed by a thread that does not own the pool, with
-    /// one CAS. Returns true if the remote list was empty, as
-    /// [`push_remote`](Self::push_remote).
+    /// one CAS. If the list was empty the caller must put the pool on its
+    /// owner's pending list (exactly once per such push); if the push made
+    /// the list hold every block of the pool, the caller may tell the
+    /// purger (the pool is stranded until its owner comes back). Fails,
+    /// pushing nothing, if every block was free already: a double free.
     ///
     /// # Safety
-    /// The chain's blocks are blocks of this pool handed out and not yet
-    /// freed, linked from `head` to `tail`, `len` of them.
-    pub unsafe fn push_remote_chain(&self, head: *mut Block, tail: *mut Block, len: usize) -> bool {
+    /// The chain's blocks are blocks of this pool, linked from `head` to
+    /// `tail`, `len` of them; handed out and not yet freed, unless the
+    /// caller has a double free to report.
+    pub unsafe fn push_remote_chain(
+        &self,
+        head: *mut Block,
+        tail: *mut Block,
+        len: usize,
+    ) -> Result<RemotePush, AlreadyAllFree> {
+        // The capacity is fixed while a block of the pool is out (the
+        // caller holds some), and it was set before they were handed out.
+        let capacity = self.capacity.get() as usize;
         let mut old = self.remote.load(Ordering::Relaxed);
         loop {
+            // A complete list (or its purged pages) holds every block: any
+            // further block is freed twice.
+            if old & REMOTE_FLAGS != 0 {
+                return Err(AlreadyAllFree);
+            }
             // SAFETY: the chain is the freeing thread's until published.
             unsafe { (*tail).next = remote_head(old) };
             // Fits: the list holds blocks out of this pool, at most its
             // capacity (a u16).
-            let new = head as usize | (remote_len(old) + len) << REMOTE_LEN_SHIFT;
+            let new_len = remote_len(old) + len;
+            let complete = if new_len == capacity { REMOTE_COMPLETE } else { 0 };
+            let new = head as usize | new_len << REMOTE_LEN_SHIFT | complete;
             // AcqRel: Release publishes the links; Acquire orders this push
             // after the owner's last take, so the caller's write of
             // `next_pending` cannot race the owner's read of it.
             match self.remote.compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => return old == 0,
+                Ok(_) => return Ok(RemotePush { was_empty: old == 0, complete: complete != 0 }),
                 Err(actual) => old = actual,
             }
         }
@@ -608,12 +652,25 @@ impl Pool {
 
     /// Takes every remotely freed block onto the owner's free list. Owner
     /// only. Returns the number of blocks taken.
+    ///
+    /// Two cases take no list. While the purger purges a complete list's
+    /// pages, nothing is taken (the swap leaves the word empty, and the
+    /// purger, finding it so, puts the pool back on the pending list when
+    /// done). Once it has purged them, every block is back but none is
+    /// listed: the pool forgets its blocks and carves afresh.
     pub fn take_remote(&self) -> usize {
         let word = self.remote.swap(0, Ordering::AcqRel);
-        if word == 0 {
+        if word == 0 || word & REMOTE_PURGING != 0 {
             return 0;
         }
         let (head, count) = (remote_head(word), remote_len(word));
+        if head.is_null() {
+            debug_assert!(word & REMOTE_COMPLETE != 0 && count == self.capacity());
+            // Every block is back: none is on a local list (each was freed
+            // once, remotely), so forgetting them all leaves the counts right.
+            self.forget_blocks(self.state.get());
+            return count;
+        }
         // The list's last block links to null (it was pushed onto an empty
         // list) and its length came with it, so with no local frees waiting
         // there is no walk over blocks another core just wrote, one
@@ -634,6 +691,55 @@ impl Pool {
         self.local_free.set(head);
         self.used.set(self.used.get().wrapping_sub(count as i32));
         count
+    }
+
+    /// The purger's first look at a pool a freer reported complete
+    /// ([`push_remote_chain`](Self::push_remote_chain)): marks the list seen
+    /// if it still holds every block and is not marked yet. True if this
+    /// call marked it, so [`claim_stranded`](Self::claim_stranded) may take
+    /// it on a later pass.
+    ///
+    /// Why two looks: a pool is purged only if its owner has left it
+    /// complete for a whole purger interval. A producer whose consumer frees
+    /// everything finds its pools complete all the time, and takes them
+    /// back within microseconds; purging those would make it fault their
+    /// pages in again.
+    pub fn mark_stranded(&self) -> bool {
+        let word = self.remote.load(Ordering::Relaxed);
+        if word & REMOTE_FLAGS != REMOTE_COMPLETE || remote_head(word).is_null() {
+            return false;
+        }
+        self.remote.compare_exchange(word, word | REMOTE_SEEN, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+
+    /// The purger's claim on a pool it marked seen on an earlier pass whose
+    /// list nobody has taken since: every block of the pool is free, and
+    /// its owner has not come back for them. True if claimed: purge the
+    /// span's pages, then call [`end_stranded_purge`](Self::end_stranded_purge).
+    /// The pool stays in use, and its owner fixed, until then (its blocks
+    /// count as out).
+    pub fn claim_stranded(&self) -> bool {
+        let word = self.remote.load(Ordering::Relaxed);
+        if word & REMOTE_FLAGS != REMOTE_COMPLETE | REMOTE_SEEN {
+            return false;
+        }
+        let purging = word & !((1 << REMOTE_LEN_SHIFT) - 1) | REMOTE_PURGING;
+        // Acquire: the freers' writes to the blocks (and the owner's, before
+        // it handed them out) happen before the purge.
+        self.remote.compare_exchange(word, purging, Ordering::Acquire, Ordering::Relaxed).is_ok()
+    }
+
+    /// Ends a stranded purge: the blocks are back, their pages purged, and
+    /// no list holds them. Returns true if the owner swapped the word while
+    /// the purge ran (taking nothing): the caller must then put the pool on
+    /// its owner's pending list again, as the push that fills an empty list
+    /// would.
+    pub fn end_stranded_purge(&self) -> bool {
+        let capacity = self.capacity.get() as usize;
+        // Release: the purge happens before the owner carves the span again.
+        let old = self.remote.swap(capacity << REMOTE_LEN_SHIFT | REMOTE_COMPLETE, Ordering::AcqRel);
+        debug_assert!(old == 0 || old & REMOTE_PURGING != 0);
+        old == 0
     }
 
     /// The block containing `p`, if `p` is exactly the start of a block of

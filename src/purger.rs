@@ -8,18 +8,28 @@
 //! heap's large slot into the shared cache, and unmaps expired cached
 //! mappings. Between passes it sleeps until the oldest dirty memory comes
 //! due, or, when nothing is dirty, on a futex until something is.
+//!
+//! It also purges stranded pools (see [`crate::stranded`]): a freer's
+//! report wakes it, and while reports come it looks at them every stranded
+//! delay (10 ms), in short passes that do nothing else.
 
 use crate::{arena, decay, heap, large};
 use core::ffi::c_void;
 
 /// The purger thread's body (started by [`decay::note_dirty`]).
 pub extern "C" fn thread_main(_: *mut c_void) -> *mut c_void {
+    // When the next full pass is due; `None`: at the next wake-up.
+    let mut due: Option<u64> = None;
     loop {
         decay::purger_begin_pass();
         let now = decay::now_ms();
-        heap::collect_idle();
-        let arenas_due = arena::purge(now, false);
-        let cache_due = large::purge(now, false);
-        decay::purger_wait(decay::earliest(arenas_due, cache_due));
+        // Woken early for stranded pools only: the rest can wait (a full
+        // pass also steals every heap's large slot).
+        if due.is_none_or(|due| due <= now) {
+            heap::collect_idle();
+            due = decay::earliest(arena::purge(now, false), large::purge(now, false));
+        }
+        let stranded_due = arena::purge_stranded(now);
+        decay::purger_wait(due, stranded_due);
     }
 }

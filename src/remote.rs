@@ -12,6 +12,13 @@
 //!    link first, then takes `P.remote` whole (swap). From then on a freer
 //!    may push `P` again, which rewrites the link the owner already read.
 //!
+//! 3. if a push makes `P.remote` hold every block of `P`, the purger may
+//!    claim the list on a later pass (`Pool::claim_stranded`), purge the
+//!    blocks' pages and leave a list-less word that says every block is
+//!    back; an owner swap that finds the claim takes nothing, and the
+//!    purger then pushes `P` on `H.pending` again itself, as a push to an
+//!    empty list would (see the `stranded` module).
+//!
 //! `b` counts as out of `P` until step 2, so `P` cannot be retired, and its
 //! owner cannot change, while a free of one of its blocks is under way.
 

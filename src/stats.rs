@@ -69,6 +69,10 @@ pub struct Stats {
     pub large_huge_page_probes: usize,
     /// Those of them whose fault took over a millisecond.
     pub slow_large_huge_page_faults: usize,
+    /// Pools whose every block other threads freed while their owner did
+    /// not come back for them, purged in place by the purger (see the crate
+    /// docs, remote frees).
+    pub stranded_pools_purged: usize,
     /// Sum of the requested sizes of live blocks, large ones included.
     #[cfg(feature = "stats")]
     pub allocated_bytes: u64,
@@ -185,6 +189,7 @@ fn os_level(arena_count: usize) -> Stats {
         collapsed_chunks: c.collapsed_chunks.load(Ordering::Relaxed),
         large_huge_page_probes: c.large_huge_page_probes.load(Ordering::Relaxed),
         slow_large_huge_page_faults: c.slow_large_huge_page_faults.load(Ordering::Relaxed),
+        stranded_pools_purged: c.stranded_pools_purged.load(Ordering::Relaxed),
         #[cfg(feature = "stats")]
         allocated_bytes: 0,
         #[cfg(feature = "stats")]
@@ -309,6 +314,11 @@ impl fmt::Display for Stats {
         writeln!(f, "purged bytes      {:>14} (returned to the OS so far)", self.purged_bytes)?;
         writeln!(
             f,
+            "stranded pools    {:>14} (every block freed by other threads, owner away: purged)",
+            self.stranded_pools_purged
+        )?;
+        writeln!(
+            f,
             "huge-page chunks  {:>14} ({} more collapsed from small pages; {} slow)",
             self.huge_page_chunks, self.collapsed_chunks, self.slow_huge_page_faults
         )?;
@@ -330,7 +340,7 @@ impl Stats {
              \"large_count\":{},\"large_bytes\":{},\"large_remaps\":{},\"thread_count\":{},\
              \"cached_bytes\":{},\"large_cache_bytes\":{},\"large_cache_hits\":{},\"purged_bytes\":{},\
              \"huge_page_chunks\":{},\"slow_huge_page_faults\":{},\"collapsed_chunks\":{},\"large_huge_page_probes\":{},\"slow_large_huge_page_faults\":{},\
-             \"large_slots_plain\":{}",
+             \"stranded_pools_purged\":{},\"large_slots_plain\":{}",
             self.mapped_bytes,
             self.arena_count,
             self.arena_peak,
@@ -348,6 +358,7 @@ impl Stats {
             self.collapsed_chunks,
             self.large_huge_page_probes,
             self.slow_large_huge_page_faults,
+            self.stranded_pools_purged,
             self.large_slots_plain
         )?;
         #[cfg(feature = "stats")]

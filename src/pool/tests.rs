@@ -50,7 +50,7 @@ fn carve_pop_push_keep_the_invariant() {
                 if i % 2 == 0 {
                     pool.push_local(b);
                 } else {
-                    pool.push_remote(b);
+                    pool.push_remote(b).unwrap();
                 }
             }
         }
@@ -76,12 +76,112 @@ fn remote_push_reports_the_first_push_only() {
     unsafe {
         let a = pool.pop();
         let b = pool.pop();
-        assert!(pool.push_remote(a));
-        assert!(!pool.push_remote(b));
+        assert!(pool.push_remote(a).unwrap().was_empty);
+        assert!(!pool.push_remote(b).unwrap().was_empty);
         assert_eq!(pool.take_remote(), 2);
         assert!(pool.free_list_contains(a) && pool.free_list_contains(b));
     }
     assert_eq!(pool.take_remote(), 0);
+}
+
+/// A pool of the largest class (four blocks) with every block handed out
+/// and the pool made Full, as the refill path leaves it.
+fn full_pool(span: &mut Span) -> (Pool, Vec<*mut u8>) {
+    let class = CLASS_COUNT - 1;
+    let pool = Pool::unused();
+    pool.init(class, span.start(), class_blocks_per_span(class), class_span_pools(class), 1);
+    let mut held = Vec::new();
+    while !pool.free.get().is_null() || pool.carve() {
+        // SAFETY: the free list is not empty.
+        held.push(unsafe { pool.pop() });
+    }
+    pool.set_state(PoolState::Full);
+    (pool, held)
+}
+
+#[test]
+fn the_push_that_fills_the_list_reports_it_complete() {
+    let mut span = Span::new(class_span_pools(CLASS_COUNT - 1));
+    let (pool, held) = full_pool(&mut span);
+    // SAFETY: each block was handed out and is freed once: two chains.
+    unsafe {
+        for b in &held[..2] {
+            let pushed = pool.push_remote(*b).unwrap();
+            assert!(!pushed.complete);
+        }
+        assert!(!pool.mark_stranded(), "an incomplete list is not stranded");
+        let (head, tail) = (held[2].cast::<Block>(), held[3].cast::<Block>());
+        (*head).next = tail;
+        let pushed = pool.push_remote_chain(head, tail, 2).unwrap();
+        assert!(pushed.complete && !pushed.was_empty);
+        // Every block is free: one more push is a double free, and pushes
+        // nothing.
+        assert!(pool.push_remote(held[0]).is_err());
+    }
+    // Not seen yet: no claim.
+    assert!(!pool.claim_stranded());
+    assert!(pool.mark_stranded());
+    assert!(!pool.mark_stranded(), "marked once");
+    // The owner comes back first: it takes the list as usual, flags aside.
+    assert_eq!(pool.take_remote(), 4);
+    for b in &held {
+        assert!(pool.free_list_contains(*b));
+    }
+    assert!(pool.is_unused());
+    assert!(!pool.claim_stranded());
+    pool.check();
+}
+
+#[test]
+fn a_stranded_pool_is_purged_and_carved_afresh() {
+    let mut span = Span::new(class_span_pools(CLASS_COUNT - 1));
+    for owner_swaps_meanwhile in [false, true] {
+        let (pool, held) = full_pool(&mut span);
+        // SAFETY: each block was handed out and is freed once.
+        unsafe {
+            for b in &held {
+                pool.push_remote(*b).unwrap();
+            }
+        }
+        assert!(pool.mark_stranded());
+        assert!(pool.claim_stranded());
+        assert!(!pool.claim_stranded(), "claimed once");
+        assert!(!pool.mark_stranded());
+        if owner_swaps_meanwhile {
+            // The owner finds the purge under way: nothing taken, and the
+            // purger must put the pool on its pending list again.
+            assert_eq!(pool.take_remote(), 0);
+            assert_eq!(pool.blocks_out(), 4);
+        }
+        assert_eq!(pool.end_stranded_purge(), owner_swaps_meanwhile);
+        // SAFETY: every block is free (and purged): a push is a double free.
+        assert!(unsafe { pool.push_remote(held[0]) }.is_err());
+        // Every block back, none listed: the pool forgets them.
+        assert_eq!(pool.take_remote(), 4);
+        assert!(pool.is_unused());
+        assert!(pool.needs_attention(), "a Full pool with every block back needs the slow path");
+        assert!(pool.free.get().is_null() && pool.local_free.get().is_null());
+        pool.check();
+        assert_eq!(pool.take_remote(), 0);
+        // Carved afresh, it hands out every block again.
+        pool.set_state(PoolState::Active);
+        let mut again = Vec::new();
+        while !pool.free.get().is_null() || pool.carve() {
+            // SAFETY: the free list is not empty.
+            again.push(unsafe { pool.pop() });
+        }
+        again.sort();
+        let mut expected = held.clone();
+        expected.sort();
+        assert_eq!(again, expected);
+        pool.check();
+        for b in again {
+            // SAFETY: handed out above, freed once.
+            unsafe { pool.push_local(b) };
+        }
+        pool.set_state(PoolState::Available);
+        pool.retire();
+    }
 }
 
 #[test]

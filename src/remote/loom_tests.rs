@@ -10,14 +10,17 @@
 //! - [`lock_excludes`]: the crate's [`Lock`].
 //! - [`kept_pages_are_purged_or_reused_never_both`]: the hand-over of a kept
 //!   pool's pages between its owner and the purger (`Pool::keep`).
+//! - [`stranded_pool_is_purged_or_reused_never_both`]: the purger's purge of
+//!   a stranded pool (`stranded.rs`) against its freers and its owner's take.
 //! - [`purger_wake_up_is_never_lost`]: the purger's sleep/wake handshake.
 //! - [`slot_mapping_has_one_holder_and_reaches_the_purger`]: a heap's large
 //!   slot (`slot.rs`), its owner's plain stores against the purger's steals.
 //!
 //! `heap.rs` and `decay.rs` need the OS, statics and thread-locals, so loom
 //! cannot build them: the models copy the few lines of them that drive the
-//! real protocol (`free_remote`, `take_pending`, the idle list, the purger
-//! state machine), marked "copy of" below. Keep the copies in step.
+//! real protocol (`push_remote_chain`, `put_pending`, `take_pending`, the
+//! idle list, the purger state machine), marked "copy of" below. Keep the
+//! copies in step.
 //!
 //! Loom checks only its own atomics and cells: the pool's plain fields and
 //! the blocks' link words are not race-checked. Each block therefore has a
@@ -27,7 +30,7 @@
 
 use super::PendingList;
 use crate::config::POOL_SIZE;
-use crate::pool::{Pool, PurgeClaim};
+use crate::pool::{Block, Pool, PoolState, PurgeClaim};
 use crate::size_class::{Class, class_blocks_per_span, class_of_size, class_size, class_span_pools};
 use crate::slot::{LargeSlot, ModelFence, SlotGate};
 use crate::sync::{AtomicBool, AtomicUsize, Lock, Ordering};
@@ -211,15 +214,37 @@ impl World {
         self.contents[self.block_id(block)].with_mut(|c| unsafe { *c = block });
     }
 
-    /// Frees a block the calling thread holds but does not own. Copy of
-    /// heap.rs's `free_remote`.
+    /// Frees a block the calling thread holds but does not own (heap.rs's
+    /// `free_remote` without the outbox: a chain of one).
     fn free_remote(&self, block: usize) {
-        self.touch(block);
-        let pool = self.pool_of(block);
-        // SAFETY: the block was handed out by `pool` and is freed once.
-        if !unsafe { pool.push_remote(block as *mut u8) } {
-            return;
+        self.free_remote_chain(&[block]);
+    }
+
+    /// Frees blocks of one pool the calling thread holds but does not own,
+    /// as one chain. Copy of heap.rs's `push_remote_chain`, except that it
+    /// returns `complete` for the caller to report (heap.rs calls
+    /// `stranded::note_complete`, whose ring is a static).
+    fn free_remote_chain(&self, blocks: &[usize]) -> bool {
+        for (i, &block) in blocks.iter().enumerate() {
+            self.touch(block);
+            let next = blocks.get(i + 1).map_or(core::ptr::null_mut(), |&n| n as *mut Block);
+            // SAFETY: the caller holds the block: its link word is ours.
+            unsafe { (*(block as *mut Block)).next = next };
         }
+        let pool = self.pool_of(blocks[0]);
+        let (head, tail) = (blocks[0] as *mut Block, blocks[blocks.len() - 1] as *mut Block);
+        // SAFETY: the blocks were handed out by `pool`, are freed once, and
+        // are linked from `head` to `tail` above.
+        let pushed = unsafe { pool.push_remote_chain(head, tail, blocks.len()) }.expect("double free");
+        if pushed.was_empty {
+            self.put_pending(pool);
+        }
+        pushed.complete
+    }
+
+    /// Puts `pool`, whose remote list just filled, on its owner's pending
+    /// list. Copy of heap.rs's `put_pending`.
+    fn put_pending(&self, pool: &Pool) {
         let owner = pool.owner.load(Ordering::Relaxed) as *const HeapRecord;
         // SAFETY: heap records outlive their pools (here: both in `self`).
         let owner = unsafe { &*owner };
@@ -254,6 +279,41 @@ impl World {
                 self.touch(block);
                 held.push(block);
             }
+        }
+    }
+
+    /// Allocates every block `pool` can hand out, as the refill path would:
+    /// its free list, then (copy of heap.rs's `refill_block`)
+    /// `take_local() || carve()`, which carves a pool that forgot its blocks
+    /// afresh. Writes each block it gets. Owner only. Returns the blocks and
+    /// whether it carved.
+    fn alloc_all(&self, pool: &Pool) -> (Vec<usize>, bool) {
+        self.heap.own();
+        let (mut got, mut carved) = (Vec::new(), false);
+        loop {
+            if pool.free.get().is_null() && !pool.take_local() {
+                if !pool.carve() {
+                    break;
+                }
+                carved = true;
+            }
+            // SAFETY: the free list is not empty (checked, moved or carved).
+            let block = unsafe { pool.pop() } as usize;
+            assert!(!got.contains(&block), "block {} handed out twice", self.block_id(block));
+            self.touch(block);
+            got.push(block);
+        }
+        (got, carved)
+    }
+
+    /// Frees blocks the owner holds, as the owner would (`push_local`).
+    /// Owner only.
+    fn free_local(&self, blocks: &[usize]) {
+        self.heap.own();
+        for &block in blocks {
+            self.touch(block);
+            // SAFETY: a block of this pool, handed out and freed once.
+            unsafe { self.pool_of(block).push_local(block as *mut u8) };
         }
     }
 
@@ -526,6 +586,119 @@ fn kept_pages_are_purged_or_reused_never_both() {
             assert_eq!(pool.claim_kept(), Some(true), "the purge is over, so the owner gets the pool clean");
         }
     });
+}
+
+/// A stranded pool (`stranded.rs`): every block of it freed by other
+/// threads, the purger purging it in place while its owner may come back
+/// for the blocks. One Full pool (four blocks), all handed out. Two freers
+/// each free two blocks as one chain (an outbox flush); the second push
+/// completes the list, unless the owner took the first. The purger makes two passes, as arena.rs's
+/// `purge_stranded` does: marks the pool seen (as on a report, which may be
+/// stale, so it learns of the blocks through the pool's word alone), then
+/// claims it, purges its span (zeroes the memory and writes every block's
+/// cell), ends the purge and puts the pool back on the pending list if the
+/// owner took the word meanwhile. The owner (the main thread) takes its
+/// pending list twice, checks the pool's counts, allocates whatever it can
+/// (copy of `refill_block`: `take_local() || carve()`, so a pool that forgot
+/// its purged blocks carves afresh) and frees that locally. A purge not
+/// ordered after the frees, or before the owner's reuse, or the owner
+/// reusing blocks while they are purged, is reported as a data race; a
+/// purged pool left off the pending list strands its word, and a take that
+/// misreads the purge's word loses blocks or hands them out twice. The
+/// claim, a purge ended with the word taken, and the owner's fresh carve
+/// are each reached in some execution (counted across them). Not modelled:
+/// `settle` (the heap's lists; the owner allocates from the pool whatever
+/// its state), the ring, and a pool completed again after a take. Mutations
+/// tried, each failing the model: `take_remote` taking a purging word as
+/// purged (a race with the purge) or as a list (the counts), never putting
+/// the pool back after a purge (the word stranded) or always (the pool
+/// twice on the pending list), a Relaxed claim, an `end_stranded_purge`
+/// without Release, and a `take_remote` without Acquire (each a race).
+#[test]
+fn stranded_pool_is_purged_or_reused_never_both() {
+    use std::sync::atomic::{AtomicUsize as Count, Ordering::Relaxed};
+    // Across executions, so that the model cannot pass without reaching
+    // them: claims, purges that ended with the word taken, and fresh carves
+    // of a purged pool by the owner before it joins the purger.
+    static CLAIMED: Count = Count::new(0);
+    static TAKEN_WHILE_PURGING: Count = Count::new(0);
+    static CARVED_AFRESH: Count = Count::new(0);
+    model("stranded_pool_is_purged_or_reused_never_both", || {
+        let (world, given) = World::new(1);
+        world.pools[0].set_state(PoolState::Full);
+        let freers: Vec<_> = given
+            .chunks(2)
+            .map(|chain| {
+                let (world, chain) = (world.clone(), chain.to_vec());
+                thread::spawn(move || world.free_remote_chain(&chain))
+            })
+            .collect();
+        let purger = {
+            let world = world.clone();
+            thread::spawn(move || {
+                let pool = &world.pools[0];
+                // First pass, on a report (which may be stale): no
+                // happens-before with the freers but through the pool.
+                if !pool.mark_stranded() {
+                    return false;
+                }
+                // Second pass: copy of `arena::purge_stranded`'s claim.
+                if !pool.claim_stranded() {
+                    return false;
+                }
+                CLAIMED.fetch_add(1, Relaxed);
+                let (start, end) = pool.span_extent();
+                assert_eq!((start, end - start), (world.start, SPAN_BYTES));
+                // SAFETY: the claim gives the purger the span (in the model,
+                // this is what `purge_pages`, MADV_DONTNEED, leaves).
+                unsafe { core::ptr::write_bytes(start as *mut u8, 0, end - start) };
+                for cell in &world.contents {
+                    // SAFETY: as above.
+                    cell.with_mut(|c| unsafe { *c = 0 });
+                }
+                if pool.end_stranded_purge() {
+                    TAKEN_WHILE_PURGING.fetch_add(1, Relaxed);
+                    world.put_pending(pool);
+                }
+                true
+            })
+        };
+        let pool = &world.pools[0];
+        for _ in 0..2 {
+            world.take_pending();
+            // The blocks on the remote list, or being purged, count as out.
+            pool.check();
+            let (got, carved) = world.alloc_all(pool);
+            if carved {
+                CARVED_AFRESH.fetch_add(1, Relaxed);
+            }
+            world.free_local(&got);
+            thread::yield_now();
+        }
+        let completes = freers.into_iter().map(|f| f.join().unwrap()).filter(|&c| c).count();
+        assert!(completes <= 1, "two pushes completed the list");
+        if purger.join().unwrap() {
+            assert_eq!(completes, 1, "the purger claimed a list no push completed");
+        }
+        // Every block came back, purged or not, exactly once.
+        world.take_pending();
+        assert_eq!(pool.remote.load(Ordering::Relaxed), 0, "a remote list (or a purge's word) left untaken");
+        assert!(world.heap.pending.take_all().next().is_none(), "a pool left on the pending list");
+        let (mut got, _) = world.alloc_all(pool);
+        got.sort_unstable();
+        let all: Vec<usize> = (0..BLOCKS_PER_POOL).map(|i| world.start + i * BLOCK_SIZE).collect();
+        assert_eq!(got, all, "blocks lost");
+        assert_eq!(pool.blocks_out() as usize, BLOCKS_PER_POOL);
+        world.free_local(&got);
+        assert!(pool.is_unused(), "blocks_out is off");
+        pool.check();
+    });
+    let counts = [&CLAIMED, &TAKEN_WHILE_PURGING, &CARVED_AFRESH].map(|c| c.load(Relaxed));
+    eprintln!(
+        "stranded: claimed {}, taken while purging {}, carved afresh by the owner {}",
+        counts[0], counts[1], counts[2]
+    );
+    assert!(counts.iter().all(|&n| n > 0), "the model missed a branch: {counts:?}");
 }
 
 /// The purger's handshake with threads that make memory dirty (arena.rs and
