@@ -710,14 +710,20 @@ fn purge_kept(now: u64, force: bool) -> Option<u64> {
 /// Purges stranded pools (see [`crate::stranded`]), in one hold of the
 /// arena lock: claims each pool marked seen on the last pass whose list
 /// nobody has taken since, purges its pages and gives it back to its owner
-/// with every block free; then marks the pools reported since. Returns when
-/// to look again (one stranded delay from `now`) if it marked any.
+/// with every block free; then marks the pools reported since.
+///
+/// While reports come or pools wait for a second look, the purger watches:
+/// it looks again one interval later (the stranded delay, longer while its
+/// second looks purge nothing; see `stranded::MAX_BACK_OFF`), and freers
+/// do not wake it. When a look finds neither, it stops watching, and looks
+/// once more an interval later, for the reports of freers that read the
+/// flag still set.
 ///
 /// The lock keeps every arena in the arena map mapped, so a reported or
 /// seen pool, which may have been retired since, is looked at only if its
 /// arena is in the map (a descriptor's place is fixed by its arena's
 /// base, so an arena mapped again there holds a descriptor at it too).
-pub fn purge_stranded(now: u64) -> Option<u64> {
+pub fn purge_stranded(now: u64) -> stranded::NextLook {
     let mut arenas = ARENAS.lock();
     let (seen, seen_count) = arenas.stranded.take();
     let (mut purged, mut bytes) = (0, 0);
@@ -745,7 +751,8 @@ pub fn purge_stranded(now: u64) -> Option<u64> {
         OS_COUNTERS.stranded_pools_purged(purged, bytes);
     }
     let seen = &mut arenas.stranded;
-    stranded::drain_reports(|pool| {
+    decay::acquire_stranded_reports();
+    let reports = stranded::drain_reports(|pool| {
         if seen.is_full() || !ARENA_MAP.contains(pool as usize) {
             return;
         }
@@ -754,7 +761,25 @@ pub fn purge_stranded(now: u64) -> Option<u64> {
             seen.push(pool);
         }
     });
-    (!seen.is_empty()).then(|| now.saturating_add(decay::stranded_delay_ms()))
+    let delay = decay::stranded_delay_ms();
+    seen.interval_ms = if purged > 0 || seen.interval_ms == 0 {
+        delay
+    } else if seen_count > 0 {
+        (seen.interval_ms * 2).min(delay * stranded::MAX_BACK_OFF)
+    } else {
+        seen.interval_ms
+    };
+    let look_again = Some(now.saturating_add(seen.interval_ms));
+    let (next_look, watching) = if reports > 0 || !seen.is_empty() {
+        (look_again, true)
+    } else if seen.watching {
+        (look_again, false)
+    } else {
+        (None, false)
+    };
+    seen.watching = watching;
+    decay::watch_stranded(watching);
+    stranded::NextLook { next_look, watching }
 }
 
 /// Arenas are mapped in chunks of this size (aligned to it: one transparent
