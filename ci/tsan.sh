@@ -12,4 +12,5 @@ export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1"
 # The sanitizer slows everything ~10x; fewer random operations keep it short.
 export POOLMALLOC_TEST_OPS="${POOLMALLOC_TEST_OPS:-50000}"
 cargo +nightly test -p poolmalloc -Zbuild-std --target x86_64-unknown-linux-gnu --release \
-    --test threads --test producer_consumer --test thread_exit --test std_collections --test large_cache --test large_slot
+    --test threads --test producer_consumer --test thread_exit --test std_collections --test large_cache --test large_slot \
+    --test stranded

@@ -724,42 +724,45 @@ fn purge_kept(now: u64, force: bool) -> Option<u64> {
 /// arena is in the map (a descriptor's place is fixed by its arena's
 /// base, so an arena mapped again there holds a descriptor at it too).
 pub fn purge_stranded(now: u64) -> stranded::NextLook {
-    let mut arenas = ARENAS.lock();
-    let (seen, seen_count) = arenas.stranded.take();
+    let (seen, seen_count) = ARENAS.lock().stranded.take();
     let (mut purged, mut bytes) = (0, 0);
-    for &pool in &seen[..seen_count] {
-        if !ARENA_MAP.contains(pool as usize) {
-            continue;
-        }
-        // SAFETY: a descriptor in a mapped arena (above; the lock is held).
-        let p = unsafe { &*pool };
-        if !p.claim_stranded() {
-            continue;
-        }
-        let (start, end) = p.span_extent();
-        // SAFETY: the claim gives the purger the span's blocks, all free,
-        // and keeps the pool in use until `end_stranded_purge`; the span's
-        // extent lies outside the arena header.
-        unsafe { purge_pages(start, end) };
-        bytes += end - start;
-        purged += 1;
-        if p.end_stranded_purge() {
-            heap::put_pending(p);
+    // Each `madvise` takes about 20 us here: a few per lock hold, so that
+    // other threads wait for short holds only. The lock stays held over
+    // each purge, so that a fork never sees one half done.
+    for batch in seen[..seen_count].chunks(STRANDED_PURGE_BATCH) {
+        let _arenas = ARENAS.lock();
+        for &pool in batch {
+            if !ARENA_MAP.contains(pool as usize) {
+                continue;
+            }
+            // SAFETY: a descriptor in a mapped arena (above; the lock is
+            // held).
+            let p = unsafe { &*pool };
+            if !p.claim_stranded() {
+                continue;
+            }
+            let (start, end) = p.span_extent();
+            // SAFETY: the claim gives the purger the span's blocks, all
+            // free, and keeps the pool in use until `end_stranded_purge`;
+            // the span's extent lies outside the arena header.
+            unsafe { purge_pages(start, end) };
+            bytes += end - start;
+            purged += 1;
+            if p.end_stranded_purge() {
+                heap::put_pending(p);
+            }
         }
     }
     if purged > 0 {
         OS_COUNTERS.stranded_pools_purged(purged, bytes);
     }
+    let mut arenas = ARENAS.lock();
     let seen = &mut arenas.stranded;
     decay::acquire_stranded_reports();
-    let reports = stranded::drain_reports(|pool| {
-        if seen.is_full() || !ARENA_MAP.contains(pool as usize) {
-            return;
-        }
-        // SAFETY: a descriptor in a mapped arena (above; the lock is held).
-        if unsafe { (*pool).mark_stranded() } {
-            seen.push(pool);
-        }
+    let reports = seen.take_reports(|pool| {
+        // SAFETY: a descriptor in a mapped arena (checked first; the lock
+        // is held).
+        ARENA_MAP.contains(pool as usize) && unsafe { (*pool).mark_stranded() }
     });
     let delay = decay::stranded_delay_ms();
     seen.interval_ms = if purged > 0 || seen.interval_ms == 0 {
@@ -770,17 +773,26 @@ pub fn purge_stranded(now: u64) -> stranded::NextLook {
         seen.interval_ms
     };
     let look_again = Some(now.saturating_add(seen.interval_ms));
-    let (next_look, watching) = if reports > 0 || !seen.is_empty() {
-        (look_again, true)
-    } else if seen.watching {
-        (look_again, false)
+    let was_watching = seen.watching;
+    seen.watching = reports > 0 || !seen.is_empty();
+    let next_look = if seen.watching {
+        decay::watch_stranded(true);
+        look_again
+    } else if decay::stop_watching_stranded() && !was_watching {
+        // A freer set the flag since the drain (its report may have come
+        // after it): look again at once.
+        Some(now)
+    } else if was_watching {
+        // Freers that read the flag still set did not wake the purger.
+        look_again
     } else {
-        (None, false)
+        None
     };
-    seen.watching = watching;
-    decay::watch_stranded(watching);
-    stranded::NextLook { next_look, watching }
+    stranded::NextLook { next_look, watching: seen.watching }
 }
+
+/// Stranded pools purged per hold of the arena lock (see `purge_stranded`).
+const STRANDED_PURGE_BATCH: usize = 8;
 
 /// Arenas are mapped in chunks of this size (aligned to it: one transparent
 /// huge page) and handed out one at a time.
@@ -1396,6 +1408,8 @@ pub unsafe fn unlock_after_fork() {
 /// would wait for them for good.
 pub fn abandon_purge_claims() {
     let mut arenas = ARENAS.lock();
+    // The child's purger starts afresh: freers must wake it.
+    arenas.stranded.watching = false;
     arenas.for_each(|_, a| a.pools.iter().for_each(Pool::abandon_purge));
     arenas.return_reserved();
     arenas.huge_pages.in_flight = 0;

@@ -15,6 +15,11 @@
 //!   and purge what is due; an idle process then keeps its memory until its
 //!   next slow path or [`collect`](crate::collect).
 //!
+//! Stranded pools (every block freed by other threads while their owner is
+//! away; see [`stranded`](crate::stranded)) are purged by the purger only,
+//! after a shorter delay: a freer's report wakes it unless it is watching
+//! already ([`note_stranded`]).
+//!
 //! The purger's loop is in [`purger`](crate::purger); this module only knows
 //! its entry point, to start it.
 //!
@@ -180,8 +185,12 @@ pub fn purge_inline() -> bool {
 /// and both loads are SeqCst; for the heaps' large slots because the pass's
 /// steal issues `membarrier` between this store and its look at the slots
 /// (or, where that is refused, as for kept pools; see [`crate::slot`]).
-pub fn purger_begin_pass() {
-    PURGER.store(IDLE, Ordering::SeqCst);
+///
+/// Returns true if memory was dirtied while the purger slept without a
+/// deadline (a dirtier set it running), or if it is the purger's first
+/// pass.
+pub fn purger_begin_pass() -> bool {
+    PURGER.swap(IDLE, Ordering::SeqCst) == RUNNING
 }
 
 /// After a pass: sleep until the earlier of `deadline_ms` (dirty memory not
@@ -192,7 +201,12 @@ pub fn purger_begin_pass() {
 pub fn purger_wait(deadline_ms: Option<u64>, stranded_ms: Option<u64>, watching: bool) {
     match earliest(deadline_ms, stranded_ms) {
         Some(deadline) => {
-            PURGER.store(RUNNING, Ordering::Release);
+            // With no dirty memory due, dirtiers must still tell the purger
+            // (it stays IDLE): they set it RUNNING, which the next pass
+            // reads (`purger_begin_pass`), up to one stranded look later.
+            if deadline_ms.is_some() {
+                PURGER.store(RUNNING, Ordering::Release);
+            }
             let now = now_ms();
             if deadline > now {
                 // Returns at once if a report came since the pass (the
@@ -207,13 +221,15 @@ pub fn purger_wait(deadline_ms: Option<u64>, stranded_ms: Option<u64>, watching:
 
 /// How long a stranded pool (every block freed by other threads, its owner
 /// not back for them) stays resident at least: mimalloc v2's purge delay,
-/// or the purge delay if shorter. Between one and two of these pass before
-/// the purger purges it (it looks twice, see `Pool::mark_stranded`).
+/// or the purge delay if shorter (but at least 1 ms, so that a watching
+/// purger sleeps). The purger looks twice (see `Pool::mark_stranded`), one
+/// interval apart: this delay, or up to 16 times it while its looks find
+/// owners coming back (`stranded::MAX_BACK_OFF`).
 const STRANDED_DELAY_MS: u64 = 10;
 
 /// The stranded-pool delay (see `STRANDED_DELAY_MS`).
 pub fn stranded_delay_ms() -> u64 {
-    settings().purge_delay_ms.min(STRANDED_DELAY_MS)
+    settings().purge_delay_ms.clamp(1, STRANDED_DELAY_MS)
 }
 
 /// 1 while the purger looks at the freers' reports of stranded pools every
@@ -244,9 +260,16 @@ pub fn acquire_stranded_reports() {
     STRANDED_WATCH.load(Ordering::Acquire);
 }
 
-/// The purger starts or stops watching for stranded pools.
+/// The purger watches for stranded pools: freers need not wake it.
 pub fn watch_stranded(on: bool) {
     STRANDED_WATCH.store(u32::from(on), Ordering::Relaxed);
+}
+
+/// The purger stops watching for stranded pools; true if the flag was set,
+/// by the purger itself or by a freer that reported a pool (Acquire: then
+/// its report is visible to the next drain).
+pub fn stop_watching_stranded() -> bool {
+    STRANDED_WATCH.swap(0, Ordering::Acquire) != 0
 }
 
 /// In a forked child the purger thread does not exist: start it again on
@@ -255,4 +278,6 @@ pub fn reset_after_fork() {
     if PURGER.load(Ordering::Relaxed) != UNAVAILABLE {
         PURGER.store(NOT_STARTED, Ordering::Relaxed);
     }
+    // Not watching: the first report starts the child's purger.
+    STRANDED_WATCH.store(0, Ordering::Relaxed);
 }

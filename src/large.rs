@@ -34,7 +34,7 @@
 //! which left the pair behind glibc's, whose single-threaded path takes no
 //! atomics. A slot changes no counter: its mapping still counts as a live
 //! large allocation, and [`crate::stats`] moves it to the cache when it
-//! reads. The purger steals every slot on each pass into the shared cache,
+//! reads. The purger steals every slot on each full pass into the shared cache,
 //! where the purge delay applies, so a thread that goes to sleep holding one
 //! gives it back all the same.
 

@@ -214,7 +214,9 @@
 //! Purging runs in a background thread, started by `pthread_create` the first
 //! time memory becomes dirty. It sleeps on a futex while nothing is dirty, so
 //! an idle process with nothing to return costs no wake-ups; otherwise it
-//! wakes when the oldest dirty memory comes due. Each pass also takes back
+//! wakes when the oldest dirty memory comes due (passes woken only to look
+//! at stranded pools, see the remote frees, do nothing else). Each full
+//! pass also takes back
 //! blocks freed to the heaps of exited threads. Without it
 //! (`POOLMALLOC_BACKGROUND_PURGE=0`), the slow paths that release or keep
 //! pools or cache large mappings check the clock and purge what is due. Nothing purges on a fast path.
@@ -377,7 +379,7 @@
 //! against glibc's 19.2 on the AMD VM. On the Intel VM an uncontended swap
 //! costs 6 ns, and the pair took 16.2 ns against glibc's 15.4. The owner
 //! now takes and puts with plain loads and stores, and the threads that
-//! steal slots (the purger on each pass, `collect`) pay instead: they close
+//! steal slots (the purger on each full pass, `collect`) pay instead: they close
 //! a gate the owners read and issue `membarrier(2)`, which puts a full
 //! barrier in every running thread of the process, the heavy side of an
 //! asymmetric fence whose light side, in the owner, is a compiler fence.
@@ -387,7 +389,7 @@
 //! pass or sees the purger idle and wakes it. The pair now takes 8.8-9.2 ns
 //! against glibc's 15.2-15.4. Where the kernel refuses `membarrier` the
 //! gate stays closed and owners swap, the put's swap SeqCst. The purger
-//! moves every slot's mapping to the shared cache on each pass, so a mapping
+//! moves every slot's mapping to the shared cache on each full pass, so a mapping
 //! a sleeping thread holds is unmapped within about two purge delays.
 //!
 //! ## Instrumentation
@@ -482,10 +484,14 @@
 //!   their pages: stranded pools are now purged in place (see the remote
 //!   frees above), which takes back the pools whose every block came back,
 //!   and larson's peak fell under jemalloc's. What it cannot take back: a
-//!   pool with one block still out, and the owner's Active pool while
-//!   blocks of it were never carved. A program that hands its memory off
-//!   and then blocks for long can still call [`collect`], which takes
-//!   everything back for reuse.
+//!   pool with one block still out; the owner's Active pool while blocks
+//!   of it were never carved; a pool whose owner took some of its blocks
+//!   back (in a refill) before the rest came, since its list then never
+//!   holds them all (a producer that blocks after running for a while
+//!   keeps most of its pools so); and pools whose reports are lost (see
+//!   the `stranded` module). A program that hands its memory off and then
+//!   blocks for long can still call [`collect`], which takes everything
+//!   back for reuse.
 //! - **Survivors pin pools.** churn's threads each leave 4 of their 200
 //!   blocks alive in a ring of 1000, and each survivor keeps its pool, in
 //!   the heap its exited thread left, from going back. Before d45b0c9,

@@ -66,7 +66,13 @@ const REMOTE_SEEN: usize = 2;
 /// `remote` flag: the purger claimed the blocks and is purging their pages.
 const REMOTE_PURGING: usize = 4;
 const REMOTE_FLAGS: usize = REMOTE_COMPLETE | REMOTE_SEEN | REMOTE_PURGING;
-const _: () = assert!(size_class::class_size(0) > REMOTE_FLAGS, "blocks are aligned past the flag bits");
+const _: () = {
+    let mut c = 0;
+    while c < size_class::CLASS_COUNT {
+        assert!(size_class::class_size(c) % (REMOTE_FLAGS + 1) == 0, "blocks are aligned past the flag bits");
+        c += 1;
+    }
+};
 
 fn remote_head(word: usize) -> *mut Block {
     (word & ((1 << REMOTE_LEN_SHIFT) - 1) & !REMOTE_FLAGS) as *mut Block
@@ -165,7 +171,9 @@ pub struct Pool {
     // Fields other threads write.
     /// Blocks freed by other threads (a Treiber stack: pushes only; the owner
     /// takes the whole list at once, so there is no ABA): the head block's
-    /// address and the list's length in one word (`REMOTE_LEN_SHIFT`).
+    /// address, the list's length and the stranded-pool flags in one word
+    /// (`REMOTE_LEN_SHIFT`). The purger also writes it, with a CAS, to mark
+    /// and claim a list that holds every block (`mark_stranded`).
     pub(crate) remote: AtomicUsize,
     /// Link on the owning heap's pending list (pools with remote frees).
     pub(crate) next_pending: AtomicPtr<Pool>,
@@ -181,6 +189,11 @@ const SPAN_ZERO: u8 = 1;
 /// `zero`: every block on `free` reads as zero past its link word, so
 /// `alloc_zeroed` need only clear the link.
 const FREE_ZERO: u8 = 2;
+/// `zero`: the purger purged the span's pages when its blocks were
+/// stranded (`take_remote`), and nothing has been carved since, so a pool
+/// kept now is kept clean. (Not counted as zero: purges skip partial
+/// pages.)
+const PAGES_PURGED: u8 = 4;
 
 /// `kept` low bits: the pages may be resident, and the owner may claim them.
 const KEPT_DIRTY: u64 = 1;
@@ -344,13 +357,15 @@ impl Pool {
     pub fn keep(&self, now_ms: u64) {
         debug_assert_eq!(self.blocks_out(), 0);
         debug_assert!(self.remote.load(Ordering::Relaxed) == 0);
+        // Purged as stranded and not carved since: nothing to purge again.
+        let pages = if self.zero.get() & PAGES_PURGED != 0 { KEPT_CLEAN } else { KEPT_DIRTY };
         self.forget_blocks(PoolState::Kept);
         // SeqCst, as the load in `decay::note_dirty` that follows and the
         // purger's side (`purger_begin_pass`, then `claim_for_purge`): either
         // the purger's pass sees this pool, or the owner sees the purger
         // idle and wakes it (no lock orders the two here). It also
         // releases the span's extent, which the purger reads once claimed.
-        self.kept.store(now_ms << 2 | KEPT_DIRTY, Ordering::SeqCst);
+        self.kept.store(now_ms << 2 | pages, Ordering::SeqCst);
     }
 
     /// Takes a Kept pool back from the purger's reach, for its owner to use
@@ -551,7 +566,7 @@ impl Pool {
         // The list stays all-zero if it was (or was empty) and the span is.
         let zero = self.zero.get();
         let list_zero = zero & SPAN_ZERO != 0 && (self.free.get().is_null() || zero & FREE_ZERO != 0);
-        self.zero.set(if list_zero { SPAN_ZERO | FREE_ZERO } else { zero & !FREE_ZERO });
+        self.zero.set(if list_zero { SPAN_ZERO | FREE_ZERO } else { zero & !(FREE_ZERO | PAGES_PURGED) });
         // SAFETY: a pool's class is below CLASS_COUNT (set from a Class).
         let first_batch = unsafe { *CARVE_BLOCKS.get_unchecked(self.class()) } as usize;
         let batch = first_batch.max(carved).min(capacity - carved);
@@ -669,6 +684,7 @@ impl Pool {
             // Every block is back: none is on a local list (each was freed
             // once, remotely), so forgetting them all leaves the counts right.
             self.forget_blocks(self.state.get());
+            self.zero.set(PAGES_PURGED);
             return count;
         }
         // The list's last block links to null (it was pushed onto an empty

@@ -19,14 +19,14 @@ use core::ffi::c_void;
 
 /// The purger thread's body (started by [`decay::note_dirty`]).
 pub extern "C" fn thread_main(_: *mut c_void) -> *mut c_void {
-    // When the next full pass is due; `None`: at the next wake-up.
+    // When the next full pass is due; `None`: when something is dirtied.
     let mut due: Option<u64> = None;
     loop {
-        decay::purger_begin_pass();
+        let dirtied = decay::purger_begin_pass();
         let now = decay::now_ms();
         // Woken early for stranded pools only: the rest can wait (a full
         // pass also steals every heap's large slot).
-        if due.is_none_or(|due| due <= now) {
+        if due.map_or(dirtied, |due| due <= now) {
             heap::collect_idle();
             due = decay::earliest(arena::purge(now, false), large::purge(now, false));
         }

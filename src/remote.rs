@@ -1,8 +1,9 @@
 //! The cross-thread free protocol's shared structure: a heap's pending list,
 //! the pools whose remote lists went from empty to non-empty since the owner
-//! last looked. Together with [`Pool::push_remote`] and
-//! [`Pool::take_remote`] this is all the lock-free code of the crate, kept
-//! small so that it can be model-checked (see `ci/loom.sh`).
+//! last looked. Together with [`Pool::push_remote_chain`],
+//! [`Pool::take_remote`] and the purger's claim on a stranded pool's list
+//! (`Pool::claim_stranded`) this is the lock-free code of the remote frees,
+//! kept small so that it can be model-checked (see `ci/loom.sh`).
 //!
 //! Protocol, for a block `b` of pool `P` owned by heap `H`:
 //! 1. a non-owner pushes `b` on `P.remote` (CAS); if the list was empty it

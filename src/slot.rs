@@ -3,7 +3,7 @@
 //! other threads steal it.
 //!
 //! The owner takes and puts with plain loads and stores. A thread that
-//! steals (the purger on each pass, or a `collect`) pays instead, with the
+//! steals (the purger on each full pass, or a `collect`) pays instead, with the
 //! heavy side of an asymmetric fence: `membarrier(2)`, which makes every
 //! running thread of the process pass a full memory barrier before it
 //! returns. The owner's side of the fence is a compiler fence: it keeps the

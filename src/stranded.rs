@@ -23,52 +23,49 @@
 //! A ring, not a walk over every arena: a producer whose consumer frees
 //! everything makes its pools complete all the time, so the purger keeps
 //! looking while it runs, and each look must cost little whatever the heap's
-//! size. A report the ring overwrites before the purger drains it is lost:
-//! that pool stays resident until its owner comes back.
+//! size. Reports are lost in three cases, each leaving its pool resident
+//! until its owner comes back: a ring crowded around a report's slot
+//! ([`note_complete`]), two freers storing to one slot at once, and a pool
+//! that never becomes complete because its owner took some of its blocks
+//! back before the others came (a producer that allocates, takes remote
+//! frees back and allocates again before it blocks). Reports the seen list
+//! has no room for stay in the ring for the next pass.
 
 use crate::pool::Pool;
 use crate::sync::{AtomicPtr, Ordering};
 use core::ptr;
 
 /// Reports the ring holds.
-const RING_BITS: u32 = 9;
+const RING_BITS: u32 = 11;
 const RING_SLOTS: usize = 1 << RING_BITS;
+/// Slots a report tries, from its hashed one, for an empty one (or its own).
+const RING_PROBES: usize = 8;
 /// Pools marked seen that the purger looks at again on its next pass.
-pub const SEEN_SLOTS: usize = 256;
+pub const SEEN_SLOTS: usize = 1024;
 
 static RING: [AtomicPtr<Pool>; RING_SLOTS] = [const { AtomicPtr::new(ptr::null_mut()) }; RING_SLOTS];
 
 /// Reports `pool`, whose remote list a push just made complete, to the
-/// purger: a plain store to the ring and a plain load (see
-/// `decay::note_stranded`). The slot is a hash of the descriptor's
-/// address, so a pool reported again takes its own slot, and freers share
-/// no counter.
+/// purger: plain loads and a plain store to the ring, and a plain load of
+/// the purger's flag (see `decay::note_stranded`). The slot is the first
+/// empty one (or the pool's own, from an earlier report) of a few from a
+/// hash of the descriptor's address, so freers share no counter; if all
+/// are taken the report overwrites the first, and the pool it held goes
+/// unreported. Two freers that store to one slot at once lose one report
+/// too.
 pub fn note_complete(pool: &Pool) {
-    let address = ptr::from_ref(pool) as usize;
+    let pool = ptr::from_ref(pool).cast_mut();
     // Descriptors are 128 bytes apart: hash from bit 7 up.
-    let slot = ((address >> 7) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - RING_BITS);
-    RING[slot as usize].store(ptr::from_ref(pool).cast_mut(), Ordering::Relaxed);
+    let home = (((pool as usize >> 7) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - RING_BITS)) as usize;
+    let slot = (0..RING_PROBES)
+        .map(|i| &RING[(home + i) % RING_SLOTS])
+        .find(|slot| {
+            let held = slot.load(Ordering::Relaxed);
+            held.is_null() || held == pool
+        })
+        .unwrap_or(&RING[home]);
+    slot.store(pool, Ordering::Relaxed);
     crate::decay::note_stranded();
-}
-
-/// Takes every report off the ring, passing each pool to `visit`; returns
-/// how many there were. The pointers may be stale: the caller checks that
-/// each is still a live descriptor before it looks at it.
-pub fn drain_reports(mut visit: impl FnMut(*const Pool)) -> usize {
-    let mut reports = 0;
-    for slot in &RING {
-        // A load first: most slots are empty, and a swap would write every
-        // line of the ring.
-        if slot.load(Ordering::Relaxed).is_null() {
-            continue;
-        }
-        let pool = slot.swap(ptr::null_mut(), Ordering::Relaxed);
-        if !pool.is_null() {
-            reports += 1;
-            visit(pool);
-        }
-    }
-    reports
 }
 
 /// The purger's state between passes, kept under the arena lock: the
@@ -114,19 +111,42 @@ impl Seen {
         Self { pools: [ptr::null(); SEEN_SLOTS], len: 0, watching: false, interval_ms: 0 }
     }
 
+    /// Takes the freers' reports off the ring while the list has room,
+    /// listing each pool `mark` marks seen; the rest wait in the ring for
+    /// the next pass. Returns how many it took. The pointers may be stale:
+    /// `mark` checks that each is still a live descriptor before it looks.
+    pub fn take_reports(&mut self, mut mark: impl FnMut(*const Pool) -> bool) -> usize {
+        let mut reports = 0;
+        for slot in &RING {
+            if self.is_full() {
+                break;
+            }
+            // A load first: most slots are empty, and a swap would write
+            // every line of the ring.
+            if slot.load(Ordering::Relaxed).is_null() {
+                continue;
+            }
+            let pool = slot.swap(ptr::null_mut(), Ordering::Relaxed);
+            if pool.is_null() {
+                continue;
+            }
+            reports += 1;
+            if mark(pool) {
+                self.push(pool);
+            }
+        }
+        reports
+    }
+
     /// Takes the list, leaving it empty.
     pub fn take(&mut self) -> ([*const Pool; SEEN_SLOTS], usize) {
         (self.pools, core::mem::replace(&mut self.len, 0))
     }
 
-    /// Adds a pool; false if the list is full.
-    pub fn push(&mut self, pool: *const Pool) -> bool {
-        if self.len == SEEN_SLOTS {
-            return false;
-        }
+    /// Adds a pool to a list with room.
+    fn push(&mut self, pool: *const Pool) {
         self.pools[self.len] = pool;
         self.len += 1;
-        true
     }
 
     /// True if no pool waits for a second look.
@@ -135,7 +155,7 @@ impl Seen {
     }
 
     /// True if the list has no room.
-    pub fn is_full(&self) -> bool {
+    fn is_full(&self) -> bool {
         self.len == SEEN_SLOTS
     }
 }

@@ -163,6 +163,10 @@ fn a_stranded_pool_is_purged_and_carved_afresh() {
         assert!(pool.free.get().is_null() && pool.local_free.get().is_null());
         pool.check();
         assert_eq!(pool.take_remote(), 0);
+        // Kept now, it is kept clean: the purger need not purge it again.
+        pool.set_state(PoolState::Available);
+        pool.keep(1);
+        assert_eq!(pool.claim_kept(), Some(true));
         // Carved afresh, it hands out every block again.
         pool.set_state(PoolState::Active);
         let mut again = Vec::new();
@@ -179,7 +183,10 @@ fn a_stranded_pool_is_purged_and_carved_afresh() {
             // SAFETY: handed out above, freed once.
             unsafe { pool.push_local(b) };
         }
+        // Carved since the purge: kept dirty.
         pool.set_state(PoolState::Available);
+        pool.keep(2);
+        assert_eq!(pool.claim_kept(), Some(false));
         pool.retire();
     }
 }

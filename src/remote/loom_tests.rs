@@ -102,8 +102,8 @@ impl Purger {
     }
 
     /// Copy of `decay::purger_begin_pass`.
-    fn begin_pass(&self) {
-        self.state.store(IDLE, Ordering::SeqCst);
+    fn begin_pass(&self) -> bool {
+        self.state.swap(IDLE, Ordering::SeqCst) == RUNNING
     }
 
     /// Copy of `decay::purger_wait(None)`: `futex_wait(&state, IDLE)`, which
