@@ -407,19 +407,19 @@
 //! together fill the arenas, so the identity is a check, not a remainder.
 //!
 //! ## Where the design falls short
-//! In the last full run (e419737, 20 rounds, each allocator following
+//! In the last full run (9c2fce1, 20 rounds, each allocator following
 //! every other equally often, on a 2-vCPU Intel VM; BENCHMARKS.md has the
-//! numbers) poolmalloc is first on seven of the nine whole programs
-//! (hashmap by 0.1% over mimalloc), behind jemalloc on prodcons (0.227 s
-//! against 0.211) and glibc on vecgrow (0.455 against 0.452: half its
-//! rounds met slow huge-page faults, nine of them right after a jemalloc
-//! run, below). In
-//! the 8e0888e run it was behind on prodcons and on workqueue (mimalloc
-//! 0.246 against 0.256, its rounds split in two); in the 8546270 run on
-//! prodcons only; in da5e527's, with mostly slow huge-page faults, also
-//! on hashmap and vecgrow. Peak RSS is within jemalloc's + 5% on eight of
-//! the nine, larson 5.2% over (4.6% in the 8e0888e run), churn 2.3% (5-7%
-//! over before d45b0c9). Callgrind counts
+//! numbers) poolmalloc is first on seven of the nine whole programs,
+//! behind jemalloc on prodcons (0.224 s against 0.209) and mimalloc on
+//! workqueue (0.254 against 0.260, its rounds split in two), and level
+//! with glibc on vecgrow (0.460 against 0.465: 11 of its rounds met slow
+//! huge-page faults, below). In the e419737 run it was behind on prodcons
+//! and vecgrow (glibc 0.452 against 0.455); in the 8e0888e run on prodcons
+//! and workqueue; in the 8546270 run on prodcons only; in da5e527's, with
+//! mostly slow huge-page faults, also on hashmap and vecgrow. Peak RSS is
+//! within jemalloc's + 5% on all nine: larson 7% under since stranded
+//! pools are purged (5.2% over in the e419737 run), churn 4.98% over (1.7%
+//! to 2.4% in the three runs before; 5-7% before d45b0c9). Callgrind counts
 //! fewer instructions for poolmalloc on these (prodcons' producer 180M
 //! against jemalloc's 301M at scale 0.2), so what separates them is memory
 //! and scheduling, which that model does not time. What explains the
@@ -506,10 +506,15 @@
 //!   (d45b0c9), the RSS of the arenas' mappings (thread stacks included,
 //!   from smaps) fell by about 110 KiB (3762 against 3870, 12 alternating
 //!   runs), and by about 230 in a trial that kept the lists sorted all the
-//!   time, which cost other workloads 5-9%. In the three full runs since,
-//!   churn's peak was 2.3-2.7% over jemalloc's, and the median of each
-//!   run's own growth 0.75-1.15 MiB (jemalloc's 0.27-0.33; between the
-//!   medians, 0.75-1.2 MiB), so its growth is still at the 1 MiB line.
+//!   time, which cost other workloads 5-9%. In the five full runs since,
+//!   churn's peak was 1.7-5.0% over jemalloc's (6212-6326 KiB against
+//!   6026-6122; the run with 5.0% is also jemalloc's lowest), and the
+//!   median of each run's own growth 0.75-1.15 MiB (jemalloc's
+//!   0.27-0.33; between the medians, 0.75-1.2 MiB), so its growth is
+//!   still at the 1 MiB line. Taking exited threads' remote frees back on
+//!   every purger pass, not only on full ones, made it worse (a trial:
+//!   6442 KiB against 6316, 12 alternating runs): the sweep that follows
+//!   returns the heap's unused pools, and the next thread takes fresh ones.
 //!   What is left: a heap holds one pool for each
 //!   class its threads leave a survivor of (15 pools of classes up to 512
 //!   bytes, holding under 25 blocks each, in each of churn's three heaps;
