@@ -729,7 +729,7 @@ pub fn purge_stranded(now: u64) -> stranded::NextLook {
     // Each `madvise` takes about 20 us here: a few per lock hold, so that
     // other threads wait for short holds only. The lock stays held over
     // each purge, so that a fork never sees one half done.
-    for batch in seen[..seen_count].chunks(STRANDED_PURGE_BATCH) {
+    for batch in seen.get(..seen_count).unwrap_or_default().chunks(STRANDED_PURGE_BATCH) {
         let _arenas = ARENAS.lock();
         for &pool in batch {
             if !ARENA_MAP.contains(pool as usize) {

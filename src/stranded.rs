@@ -58,7 +58,7 @@ pub fn note_complete(pool: &Pool) {
     // Descriptors are 128 bytes apart: hash from bit 7 up.
     let home = (((pool as usize >> 7) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - RING_BITS)) as usize;
     let slot = (0..RING_PROBES)
-        .map(|i| &RING[(home + i) % RING_SLOTS])
+        .map(|i| &RING[(home + i) & (RING_SLOTS - 1)])
         .find(|slot| {
             let held = slot.load(Ordering::Relaxed);
             held.is_null() || held == pool
@@ -143,10 +143,12 @@ impl Seen {
         (self.pools, core::mem::replace(&mut self.len, 0))
     }
 
-    /// Adds a pool to a list with room.
+    /// Adds a pool to a list with room (a list without drops it).
     fn push(&mut self, pool: *const Pool) {
-        self.pools[self.len] = pool;
-        self.len += 1;
+        if let Some(slot) = self.pools.get_mut(self.len) {
+            *slot = pool;
+            self.len += 1;
+        }
     }
 
     /// True if no pool waits for a second look.
