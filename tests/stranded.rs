@@ -152,6 +152,50 @@ fn blocks_freed_to_a_waiting_thread_are_purged_and_serve_it_again() {
     assert!(resident <= 16, "{resident} pages of the blocks (four pools' worth) are still resident");
     resume.store(true, Ordering::Release);
     check_and_free(&done.recv().unwrap(), size, 2);
+
+    // Fork while the purger watches (it looks again for a while after the
+    // reports of a new strand): a child's purger starts when its first
+    // freer reports a pool. The parent's purger thread does not exist in
+    // the child, so a child that kept the parent's "watching" would never
+    // start one.
+    let (blocks, _, resume, done) = strand(BLOCKS, BLOCK);
+    // SAFETY: the child only allocates, frees, spawns a thread and exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = child_strands_and_waits();
+        // SAFETY: ends the child without running the parent's test harness.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    resume.store(true, Ordering::Release);
+    check_and_free(&done.recv().unwrap(), BLOCK, 2);
+    drop(blocks);
+    assert!(libc::WIFEXITED(status), "the child did not exit: status {status}");
+    let code = libc::WEXITSTATUS(status);
+    assert_eq!(code, 0, "the child's stranded pools were not purged (code {code}: 1 none, 2 its freer failed)");
+}
+
+/// In a forked child: strands a few spans of the child's own (its main
+/// thread allocates, a new thread frees) and waits, without allocating,
+/// for its purger to purge them. Exit code 0 if it did.
+fn child_strands_and_waits() -> i32 {
+    let before = poolmalloc::stats().stranded_pools_purged;
+    let blocks = allocate_blocks(BLOCKS, BLOCK, 3);
+    let freer = std::thread::spawn(move || check_and_free(&blocks, BLOCK, 3));
+    if freer.join().is_err() {
+        return 2;
+    }
+    let started = Instant::now();
+    while started.elapsed() < PATIENCE {
+        std::thread::sleep(Duration::from_millis(20));
+        if poolmalloc::stats().stranded_pools_purged - before >= 4 {
+            return 0;
+        }
+    }
+    1
 }
 
 /// Set in the child process that frees a block twice.
