@@ -435,8 +435,10 @@ pub fn acquire_pool(class: Class, pools: usize, owner: usize, counters: &HeapCou
 
 /// Gives spans back to their arenas in one hold of the arena lock: the
 /// lists `dirty` and `clean`, each linked by `next_available` (either may be
-/// null; with both null it takes no lock). Pools on `dirty` may have resident pages; those on `clean` the
-/// purger purged while they were kept. Dirty pages stay resident until the
+/// null; with both null it takes no lock). Pools on `dirty` may have
+/// resident pages; those on `clean` the purger purged (while they were
+/// kept, or as stranded, with nothing carved since). Dirty pages stay
+/// resident until the
 /// arena has been quiet for the purge delay. Empty arenas stay mapped until
 /// then too, so a program that frees and reallocates in waves does not pay
 /// for mappings and page faults in every wave. Slow path.
@@ -707,8 +709,8 @@ fn purge_kept(now: u64, force: bool) -> Option<u64> {
     }
 }
 
-/// Purges stranded pools (see [`crate::stranded`]), in one hold of the
-/// arena lock: claims each pool marked seen on the last pass whose list
+/// Purges stranded pools (see [`crate::stranded`]), under the arena lock
+/// (in short holds): claims each pool marked seen on the last pass whose list
 /// nobody has taken since, purges its pages and gives it back to its owner
 /// with every block free; then marks the pools reported since.
 ///
@@ -724,14 +726,21 @@ fn purge_kept(now: u64, force: bool) -> Option<u64> {
 /// arena is in the map (a descriptor's place is fixed by its arena's
 /// base, so an arena mapped again there holds a descriptor at it too).
 pub fn purge_stranded(now: u64) -> stranded::NextLook {
-    let (seen, seen_count) = ARENAS.lock().stranded.take();
-    let (mut purged, mut bytes) = (0, 0);
+    let (mut seen_count, mut purged, mut bytes) = (0, 0, 0);
     // Each `madvise` takes about 20 us here: a few per lock hold, so that
-    // other threads wait for short holds only. The lock stays held over
-    // each purge, so that a fork never sees one half done.
-    for batch in seen.get(..seen_count).unwrap_or_default().chunks(STRANDED_PURGE_BATCH) {
-        let _arenas = ARENAS.lock();
-        for &pool in batch {
+    // other threads wait for short holds only. Each batch is taken off the
+    // seen list and purged in one hold, so that a fork never sees a purge
+    // half done, nor a seen pool off the list and not yet looked at (it
+    // could never be reported again). The list holds only the pools marked
+    // on earlier passes here: this pass marks its own after the batches.
+    loop {
+        let mut arenas = ARENAS.lock();
+        let (batch, count) = arenas.stranded.take_batch::<STRANDED_PURGE_BATCH>();
+        if count == 0 {
+            break;
+        }
+        seen_count += count;
+        for &pool in batch.iter().take(count) {
             if !ARENA_MAP.contains(pool as usize) {
                 continue;
             }
@@ -752,6 +761,7 @@ pub fn purge_stranded(now: u64) -> stranded::NextLook {
                 heap::put_pending(p);
             }
         }
+        drop(arenas);
     }
     if purged > 0 {
         OS_COUNTERS.stranded_pools_purged(purged, bytes);
@@ -765,7 +775,8 @@ pub fn purge_stranded(now: u64) -> stranded::NextLook {
         ARENA_MAP.contains(pool as usize) && unsafe { (*pool).mark_stranded() }
     });
     let delay = decay::stranded_delay_ms();
-    seen.interval_ms = if purged > 0 || seen.interval_ms == 0 {
+    // A new episode of reports starts at the shortest interval too.
+    seen.interval_ms = if purged > 0 || seen.interval_ms == 0 || !seen.watching {
         delay
     } else if seen_count > 0 {
         (seen.interval_ms * 2).min(delay * stranded::MAX_BACK_OFF)

@@ -723,16 +723,19 @@ fn take_pending(heap: &Heap) {
 fn sweep(heap: &Heap) {
     // One lock hold for all: a thread's exit sweeps its heap, and with
     // short threads the arena lock is busy enough.
-    let (mut dirty, clean) = claim_all_kept(heap, true);
+    let (mut dirty, mut clean) = claim_all_kept(heap, true);
     for class in 0..CLASS_COUNT {
         let active = heap.active[class].get();
         // SAFETY: active pools are EMPTY_POOL or pools this heap owns.
         if !ptr::eq(active, empty_pool()) && unsafe { (*active).is_unused() } {
             heap.active[class].set(empty_pool());
+            // Purged as stranded and not carved since: clean.
+            // SAFETY: as above.
+            let list = if unsafe { (*active).pages_purged() } { &mut clean } else { &mut dirty };
             // SAFETY: as above; an Active pool is on no list, so its link
             // is free.
-            unsafe { (*active).next_available.set(dirty) };
-            dirty = active;
+            unsafe { (*active).next_available.set(*list) };
+            *list = active;
         }
     }
     // SAFETY: unused, claimed back or taken off the active slots, off every

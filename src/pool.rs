@@ -319,6 +319,12 @@ impl Pool {
         self.zero.set(SPAN_ZERO);
     }
 
+    /// True if the purger purged the span's pages as stranded and nothing
+    /// has been carved since (so the span holds no resident page).
+    pub fn pages_purged(&self) -> bool {
+        self.zero.get() & PAGES_PURGED != 0
+    }
+
     /// True if every block on the free list reads as zero past its link
     /// word (all carved from untouched memory).
     #[inline(always)]
@@ -358,7 +364,7 @@ impl Pool {
         debug_assert_eq!(self.blocks_out(), 0);
         debug_assert!(self.remote.load(Ordering::Relaxed) == 0);
         // Purged as stranded and not carved since: nothing to purge again.
-        let pages = if self.zero.get() & PAGES_PURGED != 0 { KEPT_CLEAN } else { KEPT_DIRTY };
+        let pages = if self.pages_purged() { KEPT_CLEAN } else { KEPT_DIRTY };
         self.forget_blocks(PoolState::Kept);
         // SeqCst, as the load in `decay::note_dirty` that follows and the
         // purger's side (`purger_begin_pass`, then `claim_for_purge`): either

@@ -25,7 +25,9 @@ pub extern "C" fn thread_main(_: *mut c_void) -> *mut c_void {
         let dirtied = decay::purger_begin_pass();
         let now = decay::now_ms();
         // Woken early for stranded pools only: the rest can wait (a full
-        // pass also steals every heap's large slot).
+        // pass also steals every heap's large slot). The first report to a
+        // purger asleep without a deadline wakes it through `note_dirty`,
+        // so that look comes with a full pass.
         if due.map_or(dirtied, |due| due <= now) {
             heap::collect_idle();
             due = decay::earliest(arena::purge(now, false), large::purge(now, false));

@@ -138,9 +138,20 @@ impl Seen {
         reports
     }
 
-    /// Takes the list, leaving it empty.
-    pub fn take(&mut self) -> ([*const Pool; SEEN_SLOTS], usize) {
-        (self.pools, core::mem::replace(&mut self.len, 0))
+    /// Takes up to `BATCH` pools off the list (the last ones): the purger
+    /// looks at them in the same hold of the arena lock, so a fork never
+    /// sees a pool off the list but not yet looked at.
+    pub fn take_batch<const BATCH: usize>(&mut self) -> ([*const Pool; BATCH], usize) {
+        let mut batch = [ptr::null(); BATCH];
+        let mut taken = 0;
+        while taken < BATCH && self.len > 0 {
+            self.len -= 1;
+            if let (Some(slot), Some(&pool)) = (batch.get_mut(taken), self.pools.get(self.len)) {
+                *slot = pool;
+                taken += 1;
+            }
+        }
+        (batch, taken)
     }
 
     /// Adds a pool to a list with room (a list without drops it).
