@@ -170,7 +170,9 @@
 //! and stay with their heap: the purger and the owner hand a kept pool's
 //! pages over with a compare-and-swap on the descriptor (`Pool::keep`;
 //! modelled under loom), so a thread that frees its heap and goes idle gets
-//! its RSS back without ever running again.
+//! its RSS back without ever running again. Pools whose every block other
+//! threads freed while their owner stays away are purged in place sooner,
+//! after 10 ms (stranded pools; see the remote frees).
 //!
 //! Small heaps use 4 KiB pages; big ones use transparent huge pages while
 //! the kernel hands them out fast. On a big heap freed in random order
