@@ -22,7 +22,7 @@ use crate::decay::{self, HugePages};
 use crate::os;
 use crate::pool::{Pool, PurgeClaim};
 use crate::size_class::{self, Class};
-use crate::sync::{AtomicPtr, AtomicU64, Lock, LockGuard, Ordering};
+use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Lock, LockGuard, Ordering};
 use crate::{heap, stranded};
 use core::cell::Cell;
 use core::ptr;
@@ -713,13 +713,7 @@ fn purge_kept(now: u64, force: bool) -> Option<u64> {
 /// (in short holds): claims each pool marked seen on the last pass whose list
 /// nobody has taken since, purges its pages and gives it back to its owner
 /// with every block free; then marks the pools reported since.
-///
-/// While reports come or pools wait for a second look, the purger watches:
-/// it looks again one interval later (the stranded delay, longer while its
-/// second looks purge nothing; see `stranded::MAX_BACK_OFF`), and freers
-/// do not wake it. When a look finds neither, it stops watching, and looks
-/// once more an interval later, for the reports of freers that read the
-/// flag still set.
+/// When to look again is `stranded::Seen::plan_next_look`'s to say.
 ///
 /// The lock keeps every arena in the arena map mapped, so a reported or
 /// seen pool, which may have been retired since, is looked at only if its
@@ -768,38 +762,12 @@ pub fn purge_stranded(now: u64) -> stranded::NextLook {
     }
     let mut arenas = ARENAS.lock();
     let seen = &mut arenas.stranded;
-    decay::acquire_stranded_reports();
     let reports = seen.take_reports(|pool| {
         // SAFETY: a descriptor in a mapped arena (checked first; the lock
         // is held).
         ARENA_MAP.contains(pool as usize) && unsafe { (*pool).mark_stranded() }
     });
-    let delay = decay::stranded_delay_ms();
-    // A new episode of reports starts at the shortest interval too.
-    seen.interval_ms = if purged > 0 || seen.interval_ms == 0 || !seen.watching {
-        delay
-    } else if seen_count > 0 {
-        (seen.interval_ms * 2).min(delay * stranded::MAX_BACK_OFF)
-    } else {
-        seen.interval_ms
-    };
-    let look_again = Some(now.saturating_add(seen.interval_ms));
-    let was_watching = seen.watching;
-    seen.watching = reports > 0 || !seen.is_empty();
-    let next_look = if seen.watching {
-        decay::watch_stranded(true);
-        look_again
-    } else if decay::stop_watching_stranded() && !was_watching {
-        // A freer set the flag since the drain (its report may have come
-        // after it): look again at once.
-        Some(now)
-    } else if was_watching {
-        // Freers that read the flag still set did not wake the purger.
-        look_again
-    } else {
-        None
-    };
-    stranded::NextLook { next_look, watching: seen.watching }
+    seen.plan_next_look(now, seen_count, purged, reports)
 }
 
 /// Stranded pools purged per hold of the arena lock (see `purge_stranded`).
@@ -960,8 +928,7 @@ fn collapse_chunks(chunks: ChunkList, probed: bool) -> (ChunkList, bool) {
             OS_COUNTERS.collapsed_chunks.fetch_add(1, Ordering::Relaxed);
             collapsed_chunks.push(chunk);
         }
-        if is_slow_huge_fault(nanos) {
-            OS_COUNTERS.slow_huge_page_faults.fetch_add(1, Ordering::Relaxed);
+        if count_slow_huge_fault(nanos, &OS_COUNTERS.slow_huge_page_faults) {
             slow = true;
             if probed {
                 break;
@@ -992,9 +959,7 @@ fn add_next_chunk(mut arenas: LockGuard<'_, Arenas>) -> Option<LockGuard<'_, Are
 
     if pages != ChunkPages::Small {
         OS_COUNTERS.huge_page_chunks.fetch_add(1, Ordering::Relaxed);
-        if is_slow_huge_fault(first_fault_ns) {
-            OS_COUNTERS.slow_huge_page_faults.fetch_add(1, Ordering::Relaxed);
-        }
+        count_slow_huge_fault(first_fault_ns, &OS_COUNTERS.slow_huge_page_faults);
     }
     if arenas.add_chunk(chunk) && pages == ChunkPages::Small {
         arenas.small_chunks.push(chunk as usize);
@@ -1119,41 +1084,34 @@ pub(crate) enum LargeAdvice {
     Keep,
     Small,
     Huge,
-    /// Time a huge-page fault, then `record_large_fault`.
-    Probe,
+    /// Time the first fault of this huge page (the caller's), then
+    /// `record_large_fault`.
+    Probe(usize),
 }
 
 /// The huge-page advice for a large mapping that grew by `fresh_chunks`
 /// 2 MiB units of fresh pages, from the probe arena chunks use: a slow
 /// huge-page fault is the VM's state, whoever pays it. Small pages while
 /// the probe backs off, the fresh units counted against the back-off as
-/// chunks are; `Probe` only if `can_probe` (the caller has a fresh huge
-/// page to time), else huge pages untimed while the last verdict was fast.
-pub(crate) fn large_mapping_advice(fresh_chunks: usize, can_probe: bool) -> LargeAdvice {
+/// chunks are; `Probe` only if the caller has a fresh huge page to time
+/// (`probe_page`), else huge pages untimed while the last verdict was fast.
+pub(crate) fn large_mapping_advice(fresh_chunks: usize, probe_page: Option<usize>) -> LargeAdvice {
     match decay::settings().huge_pages {
         HugePages::Off => LargeAdvice::Small,
         HugePages::Always => LargeAdvice::Huge,
         HugePages::Probed => {
             let chunks = u32::try_from(fresh_chunks).unwrap_or(u32::MAX);
-            ARENAS.lock().huge_pages.large_advice(chunks, can_probe)
+            ARENAS.lock().huge_pages.large_advice(chunks, probe_page)
         }
     }
 }
 
-/// Records how long a large mapping's first huge-page fault took (`None`:
-/// nothing was timed), after `large_mapping_advice` said `Probe`; true if
-/// it was slow.
-pub(crate) fn record_large_fault(first_fault_ns: Option<u64>) -> bool {
-    ARENAS.lock().huge_pages.record(first_fault_ns);
-    let Some(nanos) = first_fault_ns else {
-        return false;
-    };
+/// Records how long a large mapping's first huge-page fault took, after
+/// `large_mapping_advice` said `Probe`; true if it was slow.
+pub(crate) fn record_large_fault(first_fault_ns: u64) -> bool {
+    ARENAS.lock().huge_pages.record(Some(first_fault_ns));
     OS_COUNTERS.large_huge_page_probes.fetch_add(1, Ordering::Relaxed);
-    let slow = is_slow_huge_fault(nanos);
-    if slow {
-        OS_COUNTERS.slow_large_huge_page_faults.fetch_add(1, Ordering::Relaxed);
-    }
-    slow
+    count_slow_huge_fault(first_fault_ns, &OS_COUNTERS.slow_large_huge_page_faults)
 }
 
 /// Huge pages while they come fast: after a huge-page chunk's first fault
@@ -1190,6 +1148,15 @@ fn is_slow_huge_fault(first_fault_ns: u64) -> bool {
     first_fault_ns > SLOW_HUGE_FAULT_NS
 }
 
+/// `is_slow_huge_fault`, counting a slow one in `slow_count` (statistics).
+fn count_slow_huge_fault(first_fault_ns: u64, slow_count: &AtomicUsize) -> bool {
+    let slow = is_slow_huge_fault(first_fault_ns);
+    if slow {
+        slow_count.fetch_add(1, Ordering::Relaxed);
+    }
+    slow
+}
+
 /// Clearing 2 MiB takes longer than this (a small-page fault much less).
 const MIN_HUGE_FAULT_NS: u64 = 50_000;
 const MIN_SMALL_PAGE_CHUNKS: u32 = 128;
@@ -1222,7 +1189,7 @@ impl HugePageProbe {
 
     /// A large mapping's advice (see `large_mapping_advice`); `Probe`
     /// counts as in flight until `record`.
-    fn large_advice(&mut self, chunks: u32, can_probe: bool) -> LargeAdvice {
+    fn large_advice(&mut self, chunks: u32, probe_page: Option<usize>) -> LargeAdvice {
         if self.in_flight > 0 {
             return LargeAdvice::Keep;
         }
@@ -1230,11 +1197,11 @@ impl HugePageProbe {
             self.skip = self.skip.saturating_sub(chunks);
             return LargeAdvice::Small;
         }
-        if !can_probe {
+        let Some(page) = probe_page else {
             return LargeAdvice::Huge;
-        }
+        };
         self.in_flight += 1;
-        LargeAdvice::Probe
+        LargeAdvice::Probe(page)
     }
 
     /// Records how long an advised chunk's (or a large mapping's probe
@@ -1419,8 +1386,7 @@ pub unsafe fn unlock_after_fork() {
 /// would wait for them for good.
 pub fn abandon_purge_claims() {
     let mut arenas = ARENAS.lock();
-    // The child's purger starts afresh: freers must wake it.
-    arenas.stranded.watching = false;
+    arenas.stranded.stop_watching();
     arenas.for_each(|_, a| a.pools.iter().for_each(Pool::abandon_purge));
     arenas.return_reserved();
     arenas.huge_pages.in_flight = 0;
@@ -1752,17 +1718,18 @@ mod tests {
         // A large mapping: its fresh 2 MiB units count against the
         // back-off; while a probe is in flight its advice stays as it is;
         // with nothing to time it follows the last verdict.
+        const PAGE: usize = 3 * HUGE_PAGE_SIZE;
         assert!(probe.advise_next());
-        assert_eq!(probe.large_advice(1, true), LargeAdvice::Keep);
+        assert_eq!(probe.large_advice(1, Some(PAGE)), LargeAdvice::Keep);
         probe.record(SLOW);
-        assert_eq!(probe.large_advice(100, true), LargeAdvice::Small);
+        assert_eq!(probe.large_advice(100, Some(PAGE)), LargeAdvice::Small);
         assert_eq!(probe.skip, MIN_SMALL_PAGE_CHUNKS - 100);
-        assert_eq!(probe.large_advice(0, true), LargeAdvice::Small);
+        assert_eq!(probe.large_advice(0, Some(PAGE)), LargeAdvice::Small);
         assert_eq!(probe.skip, MIN_SMALL_PAGE_CHUNKS - 100);
-        assert_eq!(probe.large_advice(1000, false), LargeAdvice::Small);
-        assert_eq!(probe.large_advice(1000, false), LargeAdvice::Huge);
+        assert_eq!(probe.large_advice(1000, None), LargeAdvice::Small);
+        assert_eq!(probe.large_advice(1000, None), LargeAdvice::Huge);
         assert_eq!(probe.in_flight, 0);
-        assert_eq!(probe.large_advice(1000, true), LargeAdvice::Probe);
+        assert_eq!(probe.large_advice(1000, Some(PAGE)), LargeAdvice::Probe(PAGE));
         assert!(!probe.advise_next(), "a chunk waits for the large mapping's probe");
         probe.record(FAST);
         assert_eq!(probe.in_flight, 0);

@@ -666,12 +666,11 @@ unsafe fn advise_pages(base: usize, map_size: usize, fresh_bytes: usize, touch: 
         let page = from.next_multiple_of(HUGE_PAGE_SIZE);
         (page + HUGE_PAGE_SIZE <= to).then_some(page)
     });
-    let advice = crate::arena::large_mapping_advice(fresh_bytes.div_ceil(HUGE_PAGE_SIZE), probe_page.is_some());
-    let huge = match (advice, probe_page) {
-        (LargeAdvice::Keep, _) => return,
-        (LargeAdvice::Small, _) => false,
-        (LargeAdvice::Huge, _) => true,
-        (LargeAdvice::Probe, Some(page)) => {
+    let huge = match crate::arena::large_mapping_advice(fresh_bytes.div_ceil(HUGE_PAGE_SIZE), probe_page) {
+        LargeAdvice::Keep => return,
+        LargeAdvice::Small => false,
+        LargeAdvice::Huge => true,
+        LargeAdvice::Probe(page) => {
             // The probe page alone first: if its fault is slow, the rest
             // of the range gets small pages, so a slow state costs one
             // huge page, not a whole growth of them.
@@ -683,12 +682,7 @@ unsafe fn advise_pages(base: usize, map_size: usize, fresh_bytes: usize, touch: 
                 ptr::write_volatile(page as *mut u8, 0);
                 os::now_ns().saturating_sub(start)
             };
-            !crate::arena::record_large_fault(Some(first_fault_ns))
-        }
-        // Not asked for without a page to time; the probe must hear back.
-        (LargeAdvice::Probe, None) => {
-            crate::arena::record_large_fault(None);
-            return;
+            !crate::arena::record_large_fault(first_fault_ns)
         }
     };
     // SAFETY: forwarded from the caller.

@@ -41,7 +41,7 @@ const RING_SLOTS: usize = 1 << RING_BITS;
 /// Slots a report tries, from its hashed one, for an empty one (or its own).
 const RING_PROBES: usize = 8;
 /// Pools marked seen that the purger looks at again on its next pass.
-pub const SEEN_SLOTS: usize = 1024;
+const SEEN_SLOTS: usize = 1024;
 
 static RING: [AtomicPtr<Pool>; RING_SLOTS] = [const { AtomicPtr::new(ptr::null_mut()) }; RING_SLOTS];
 
@@ -75,11 +75,10 @@ pub struct Seen {
     len: usize,
     /// Whether the purger looks at the reports every stranded delay
     /// (`decay::watch_stranded`).
-    pub watching: bool,
-    /// How long the purger waits between looks while it watches (ms): the
-    /// stranded delay, doubled (up to `MAX_BACK_OFF` times) after each look
-    /// at seen pools that purged none, and reset by a look that purged some.
-    pub interval_ms: u64,
+    watching: bool,
+    /// How long the purger waits between looks while it watches (ms; see
+    /// `plan_next_look`).
+    interval_ms: u64,
 }
 
 /// The most the interval between looks grows, as a multiple of the
@@ -96,7 +95,7 @@ pub struct Seen {
 /// next 30. A fixed 50 ms gave 0.2046 in the first set, but left larson's
 /// peak RSS at 11036 KiB against 10196 (10 runs each); with the back-off,
 /// larson's purges keep the 10 ms (its second looks purge).
-pub const MAX_BACK_OFF: u64 = 16;
+const MAX_BACK_OFF: u64 = 16;
 
 /// What the purger does next about stranded pools.
 pub struct NextLook {
@@ -116,6 +115,7 @@ impl Seen {
     /// the next pass. Returns how many it took. The pointers may be stale:
     /// `mark` checks that each is still a live descriptor before it looks.
     pub fn take_reports(&mut self, mut mark: impl FnMut(*const Pool) -> bool) -> usize {
+        crate::decay::acquire_stranded_reports();
         let mut reports = 0;
         for slot in &RING {
             if self.is_full() {
@@ -136,6 +136,50 @@ impl Seen {
             }
         }
         reports
+    }
+
+    /// After a pass that looked again at `seen` pools (purging `purged`)
+    /// and took `reports` reports: when to look next, and whether to watch
+    /// meanwhile (telling freers through `decay::watch_stranded`).
+    ///
+    /// While reports come or pools wait for a second look, the purger
+    /// watches: it looks again one interval later (the stranded delay,
+    /// doubled after each look at seen pools that purged none, up to
+    /// `MAX_BACK_OFF` times; a new episode starts short again), and freers
+    /// do not wake it. When a look finds neither, it stops watching, and
+    /// looks once more an interval later, for the reports of freers that
+    /// read the flag still set.
+    pub fn plan_next_look(&mut self, now: u64, seen: usize, purged: usize, reports: usize) -> NextLook {
+        let delay = crate::decay::stranded_delay_ms();
+        self.interval_ms = if purged > 0 || self.interval_ms == 0 || !self.watching {
+            delay
+        } else if seen > 0 {
+            (self.interval_ms * 2).min(delay * MAX_BACK_OFF)
+        } else {
+            self.interval_ms
+        };
+        let look_again = Some(now.saturating_add(self.interval_ms));
+        let was_watching = self.watching;
+        self.watching = reports > 0 || !self.is_empty();
+        let next_look = if self.watching {
+            crate::decay::watch_stranded(true);
+            look_again
+        } else if crate::decay::stop_watching_stranded() && !was_watching {
+            // A freer set the flag since the drain (its report may have
+            // come after it): look again at once.
+            Some(now)
+        } else if was_watching {
+            // Freers that read the flag still set did not wake the purger.
+            look_again
+        } else {
+            None
+        };
+        NextLook { next_look, watching: self.watching }
+    }
+
+    /// In a forked child: its purger starts afresh, so freers must wake it.
+    pub fn stop_watching(&mut self) {
+        self.watching = false;
     }
 
     /// Takes up to `BATCH` pools off the list (the last ones): the purger
@@ -163,7 +207,7 @@ impl Seen {
     }
 
     /// True if no pool waits for a second look.
-    pub fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.len == 0
     }
 
