@@ -91,3 +91,41 @@ fn sweep_sorts_available_lists() {
     }
     assert_eq!(order, pools.iter().map(at).collect::<Vec<_>>());
 }
+
+/// The idle list is a queue: the heap idle longest is adopted first, and
+/// taking the heaps with pending frees off it (the purger's pass) keeps the
+/// tail right for the heaps released after.
+#[test]
+fn idle_heaps_are_adopted_oldest_first() {
+    let list = IdleList(Lock::new(IdleHeaps {
+        head: ptr::null_mut(),
+        tail: ptr::null_mut(),
+        chunk_next: ptr::null_mut(),
+        chunk_end: ptr::null_mut(),
+    }));
+    let [a, b, c, d] = [(); 4].map(|()| list.acquire());
+    assert!(![a, b, c, d].contains(&ptr::null_mut()));
+    for heap in [a, b, c] {
+        list.release(heap);
+    }
+    assert_eq!(list.acquire(), a);
+    list.release(a);
+    assert_eq!([list.acquire(), list.acquire(), list.acquire()], [b, c, a]);
+    // c at the tail has a remote free waiting: the pass takes it alone, and
+    // a heap released afterwards goes behind b, not behind c.
+    let pool = Pool::unused();
+    for heap in [a, b, c] {
+        list.release(heap);
+    }
+    // SAFETY: records from `acquire` live for the whole program.
+    unsafe { (*c).pending.push(&pool) };
+    let taken = list.take_with_pending();
+    assert_eq!(taken, c);
+    // SAFETY: as above.
+    assert!(unsafe { (*c).next_idle.get() }.is_null());
+    // SAFETY: as above.
+    unsafe { (*c).pending.take_all().for_each(drop) };
+    list.release(d);
+    assert_eq!([list.acquire(), list.acquire(), list.acquire()], [a, b, d]);
+    assert!(list.acquire() != c, "c was off the list: a new record is cut instead");
+}
