@@ -520,7 +520,20 @@
 //!   every purger pass, not only on full ones, made it worse (a trial:
 //!   6442 KiB against 6316, 12 alternating runs): the sweep that follows
 //!   returns the heap's unused pools, and the next thread takes fresh ones.
-//!   What is left: a heap holds one pool for each
+//!   Most of the growth was not the survivors but their deaths: the
+//!   idle heaps were a stack, and once there were more of them than a
+//!   wave of churn's threads used at once (five idle records in a stats
+//!   build, where a wave's first thread often exits before its last
+//!   starts), the bottom ones were adopted rarely, so
+//!   the survivors the main thread freed to them stayed counted out and
+//!   kept their pools from refilling anyone (one heap held 3317 blocks
+//!   out for 12.5k threads at scale 10, where the ring turns over every
+//!   2.5k). As a queue (164d55a) every idle heap is adopted in turn: at
+//!   scale 1 peak RSS 5636 KiB against 6220 and jemalloc's 6074, growth
+//!   0.31 MiB against 0.82 (jemalloc 0.20); at scale 10 (50k threads,
+//!   10k survivors) 17.8 MiB against 22.5 and jemalloc's 16.8, growth 0.9
+//!   MiB against 3.7 (jemalloc 0.1; medians of 6 alternating runs on the
+//!   AMD VM). What is left: a heap holds one pool for each
 //!   class its threads leave a survivor of (15 pools of classes up to 512
 //!   bytes, holding under 25 blocks each, in each of churn's three heaps;
 //!   a stats build), where jemalloc's threads share their arena's slabs,
