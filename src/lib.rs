@@ -412,22 +412,21 @@
 //! together fill the arenas, so the identity is a check, not a remainder.
 //!
 //! ## Where the design falls short
-//! In the last full run (9c2fce1, 20 rounds, each allocator following
-//! every other equally often, on a 2-vCPU Intel VM; BENCHMARKS.md has the
-//! numbers) poolmalloc is first on seven of the nine whole programs,
-//! behind jemalloc on prodcons (0.224 s against 0.209) and mimalloc on
-//! workqueue (0.254 against 0.260, its rounds split in two), and level
-//! with glibc on vecgrow (0.460 against 0.465: 11 of its rounds met slow
-//! huge-page faults, below). In the e419737 run it was behind on prodcons
-//! and vecgrow (glibc 0.452 against 0.455); in the 8e0888e run on prodcons
-//! and workqueue; in the 8546270 run on prodcons only; in da5e527's, with
-//! mostly slow huge-page faults, also on hashmap and vecgrow. Peak RSS is
-//! within jemalloc's + 5% on all nine: larson 7% under since stranded
-//! pools are purged (5.2% over in the e419737 run), churn 4.98% over (1.7%
-//! to 2.4% in the three runs before; 5-7% before d45b0c9). Callgrind counts
-//! fewer instructions for poolmalloc on these (prodcons' producer 180M
-//! against jemalloc's 301M at scale 0.2), so what separates them is memory
-//! and scheduling, which that model does not time. What explains the
+//! In the last full run (2f04883, 20 rounds, each allocator following
+//! every other equally often, on a 2-vCPU AMD EPYC VM; BENCHMARKS.md has
+//! the numbers) poolmalloc is first on all nine whole programs, the
+//! closest churn (0.267 s against mimalloc's 0.271), with peak RSS within
+//! jemalloc's + 5% on all nine. Among the micro benches it is behind on
+//! the 1.6 GiB batch of 1..32 KiB blocks (46.3 ms against mimalloc's
+//! 39.7: huge pages, below) and glibc's doubling realloc. The five
+//! sessions before ran on an Intel Xeon VM, where the last run (9c2fce1)
+//! had it behind jemalloc on prodcons (0.224 s against 0.209) and
+//! mimalloc on workqueue (0.254 against 0.260, its rounds split in two),
+//! and level with glibc on vecgrow; earlier runs there also had it behind
+//! on vecgrow (e419737) and hashmap (da5e527). Callgrind counts fewer
+//! instructions for poolmalloc on these (prodcons' producer 180M against
+//! jemalloc's 301M at scale 0.2), so what separates them is memory and
+//! scheduling, which that model does not time. What explains the
 //! margins:
 //! - **Frees touch metadata and the block.** A free reads the span-head
 //!   table and the pool descriptor, and writes the free-list link into the
@@ -471,6 +470,10 @@
 //!   not close this gap. (A remote push publishes its blocks and the
 //!   pool's "non-empty" transition, which pins the pool, in one CAS of one
 //!   word; a bitmap of more than 64 blocks would need a second protocol.)
+//!   All of this is the Intel VM's: on the AMD VM of 2026-12-07 jemalloc's
+//!   producer spent more CPU than poolmalloc's (221 ms against 173,
+//!   medians of 20 rounds) and poolmalloc ran prodcons in 0.178 s against
+//!   0.224.
 //! - **Remote frees wait for their owner.** Only a heap's thread takes
 //!   back the blocks other threads free to its pools, in its slow paths,
 //!   so a thread that stops allocating while it waits keeps them.
@@ -575,7 +578,21 @@
 //!   first page can be fast and its later ones slow (11 fast, then 4 over
 //!   1 ms, in one growth to 64 MiB), and after a slow probe the back-off
 //!   keeps small pages for later repeats, which would have found the
-//!   program's own freed huge pages fast.
+//!   program's own freed huge pages fast. The probe decides at the first
+//!   touch and never again, which a program that keeps reusing a big heap
+//!   pays for: on the AMD VM of 2026-12-07, where a fresh huge page took
+//!   5.2 ms to fault when the host had taken the memory back (0.09 ms
+//!   when just freed; 512 small pages 0.71 ms), compare/'s 1.6 GiB batch
+//!   of 1..32 KiB blocks kept small pages, and its rounds kept faulting
+//!   pages no round had touched (pools that go back to the arenas come
+//!   back to other classes, at other offsets): 46.3 ms a round against
+//!   mimalloc's 39.7, which paid 5.8 s in its first round in a fresh
+//!   process and takes no fault after. With `POOLMALLOC_HUGE_PAGES=2` a
+//!   scratch loop of the same rounds ran 22.5 ms against mimalloc's 25.9.
+//!   Not built: collapsing, from the purger, the small-page chunks a heap
+//!   has kept mostly resident for a while (the start-up collapse above,
+//!   later and for any chunk), so that the first touch stays cheap and a
+//!   long-lived heap still ends up in huge pages.
 //! - **The work queue's time is a scheduling mode** (sleeps in std's
 //!   channel and mutex on 2 CPUs). In the 20-round run, the same build
 //!   under two names (the huge-page setting does nothing below 64 arenas)
