@@ -1058,12 +1058,17 @@ impl IdleList {
     /// Takes off the list the idle heaps that other threads have freed
     /// blocks to (the caller then owns them, linked by `next_idle`). The
     /// others stay for new threads to adopt.
+    /// They come in list order, so that released again one by one they
+    /// keep their turns among themselves.
     fn take_with_pending(&self) -> *mut Heap {
         let mut idle = self.0.lock();
         let mut taken: *mut Heap = ptr::null_mut();
+        let mut taken_end: *mut *mut Heap = &mut taken;
         let mut link: *mut *mut Heap = &mut idle.head;
         let mut last: *mut Heap = ptr::null_mut();
-        // SAFETY: idle heaps are live records, linked under the lock held.
+        // SAFETY: idle heaps are live records, linked under the lock held;
+        // `taken_end` points at `taken` or at the link of the last heap
+        // taken, which this loop alone holds.
         unsafe {
             while !(*link).is_null() {
                 let heap = *link;
@@ -1071,9 +1076,9 @@ impl IdleList {
                     last = heap;
                     link = (*heap).next_idle.as_ptr();
                 } else {
-                    *link = (*heap).next_idle.get();
-                    (*heap).next_idle.set(taken);
-                    taken = heap;
+                    *link = (*heap).next_idle.replace(ptr::null_mut());
+                    *taken_end = heap;
+                    taken_end = (*heap).next_idle.as_ptr();
                 }
             }
         }

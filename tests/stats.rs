@@ -64,11 +64,13 @@ fn remote_frees_count_when_the_owner_takes_them_back() {
         to_b.send((0..1000).map(|_| Box::new([3u8; 2900])).collect()).unwrap();
         done_rx.recv().unwrap();
         // B freed them; they stay live until A takes them back, in a slow
-        // path of its own (waiting in `recv` may allocate and take one) or in
-        // `collect`. Either all are back or none: the counts must agree.
+        // path of its own or in `collect`. Waiting in `recv` may allocate
+        // and take some back while B is still pushing its batches (about
+        // one run in 200 saw 2 or 995 live), so any number may be back:
+        // the counts must agree.
         let pending = poolmalloc::stats().classes()[size_class];
         let still_live = pending.live_blocks - before.live_blocks;
-        assert!(still_live == 1000 || still_live == 0, "{still_live} of 1000 live");
+        assert!(still_live <= 1000, "{still_live} of 1000 live");
         assert_eq!(pending.frees - before.frees, 1000 - still_live);
         poolmalloc::collect();
         let taken = poolmalloc::stats().classes()[size_class];
@@ -147,6 +149,10 @@ fn capacity(stats: &Stats, class: usize) -> u64 {
 /// idle heap, which may still hold pools of the class with free blocks:
 /// the spans measured are the first two it takes from the arenas.
 fn a_threads_first_span_is_one_pool() {
+    // Flush this thread's outbox and settle the idle heaps first, so that
+    // no pool of the class goes back to the arenas while the new thread
+    // counts them.
+    poolmalloc::collect();
     std::thread::spawn(|| {
         // 900 bytes: the 1 KiB class.
         let class = class_of(&poolmalloc::stats(), 900);

@@ -93,8 +93,9 @@ fn sweep_sorts_available_lists() {
 }
 
 /// The idle list is a queue: the heap idle longest is adopted first, and
-/// taking the heaps with pending frees off it (the purger's pass) keeps the
-/// tail right for the heaps released after.
+/// taking the heaps with pending frees off it (the purger's pass) hands
+/// them over in list order and keeps the tail right for the heaps released
+/// after, including when it takes every heap.
 #[test]
 fn idle_heaps_are_adopted_oldest_first() {
     let list = IdleList(Lock::new(IdleHeaps {
@@ -103,29 +104,75 @@ fn idle_heaps_are_adopted_oldest_first() {
         chunk_next: ptr::null_mut(),
         chunk_end: ptr::null_mut(),
     }));
-    let [a, b, c, d] = [(); 4].map(|()| list.acquire());
-    assert!(![a, b, c, d].contains(&ptr::null_mut()));
+    // Records of the test's own, not cut by `acquire`: those would join the
+    // process's registry of heaps.
+    let [a, b, c, d] = [(); 4].map(|()| ptr::from_mut(Box::leak(Box::new(Heap::new()))));
+    let is_empty = |list: &IdleList| {
+        let idle = list.0.lock();
+        idle.head.is_null() && idle.tail.is_null()
+    };
+    let give_pending = |heap: *mut Heap, pool: &Pool| {
+        // SAFETY: leaked records live for the whole program.
+        unsafe { (*heap).pending.push(pool) };
+    };
+    let clear_pending = |heap: *mut Heap| {
+        // SAFETY: as above.
+        unsafe { (*heap).pending.take_all().for_each(drop) };
+    };
+    let taken_in_order = |mut heap: *mut Heap| {
+        let mut order = Vec::new();
+        while !heap.is_null() {
+            order.push(heap);
+            // SAFETY: as above.
+            heap = unsafe { (*heap).next_idle.replace(ptr::null_mut()) };
+        }
+        order
+    };
     for heap in [a, b, c] {
         list.release(heap);
     }
     assert_eq!(list.acquire(), a);
     list.release(a);
     assert_eq!([list.acquire(), list.acquire(), list.acquire()], [b, c, a]);
-    // c at the tail has a remote free waiting: the pass takes it alone, and
-    // a heap released afterwards goes behind b, not behind c.
-    let pool = Pool::unused();
+    assert!(is_empty(&list));
+
+    // The tail has a remote free waiting: the pass takes it alone, and a
+    // heap released afterwards goes behind b, not behind c.
+    let pools: Vec<Pool> = (0..4).map(|_| Pool::unused()).collect();
     for heap in [a, b, c] {
         list.release(heap);
     }
-    // SAFETY: records from `acquire` live for the whole program.
-    unsafe { (*c).pending.push(&pool) };
-    let taken = list.take_with_pending();
-    assert_eq!(taken, c);
-    // SAFETY: as above.
-    assert!(unsafe { (*c).next_idle.get() }.is_null());
-    // SAFETY: as above.
-    unsafe { (*c).pending.take_all().for_each(drop) };
+    give_pending(c, &pools[0]);
+    assert_eq!(taken_in_order(list.take_with_pending()), [c]);
+    clear_pending(c);
     list.release(d);
     assert_eq!([list.acquire(), list.acquire(), list.acquire()], [a, b, d]);
-    assert!(list.acquire() != c, "c was off the list: a new record is cut instead");
+    assert!(is_empty(&list));
+
+    // Two of four taken, in list order; the two left keep theirs.
+    for heap in [a, b, c, d] {
+        list.release(heap);
+    }
+    give_pending(a, &pools[0]);
+    give_pending(c, &pools[1]);
+    assert_eq!(taken_in_order(list.take_with_pending()), [a, c]);
+    clear_pending(a);
+    clear_pending(c);
+    list.release(a);
+    assert_eq!([list.acquire(), list.acquire(), list.acquire()], [b, d, a]);
+    assert!(is_empty(&list));
+
+    // Every heap taken: the list is empty, and the next heap released is
+    // its only one.
+    for (heap, pool) in [a, b].into_iter().zip(&pools) {
+        list.release(heap);
+        give_pending(heap, pool);
+    }
+    assert_eq!(taken_in_order(list.take_with_pending()), [a, b]);
+    clear_pending(a);
+    clear_pending(b);
+    assert!(is_empty(&list));
+    list.release(d);
+    assert_eq!(list.acquire(), d);
+    assert!(is_empty(&list));
 }
