@@ -412,13 +412,14 @@
 //! together fill the arenas, so the identity is a check, not a remainder.
 //!
 //! ## Where the design falls short
-//! In the last full run (2f04883, 20 rounds, each allocator following
+//! In the last full run (f4ac76b, 20 rounds, each allocator following
 //! every other equally often, on a 2-vCPU AMD EPYC VM; BENCHMARKS.md has
 //! the numbers) poolmalloc is first on all nine whole programs, the
-//! closest churn (0.267 s against mimalloc's 0.271), with peak RSS within
-//! jemalloc's + 5% on all nine. Among the micro benches it is behind on
-//! the 1.6 GiB batch of 1..32 KiB blocks (46.3 ms against mimalloc's
-//! 39.7: huge pages, below) and glibc's doubling realloc. The five
+//! closest vecgrow (0.472 s against glibc's 0.493), with peak RSS within
+//! jemalloc's + 5% on all nine; so was it in the run before (2f04883).
+//! Among the micro benches it is behind on the 1.6 GiB batch of 1..32 KiB
+//! blocks (46.3 ms against mimalloc's 39.7: huge pages, below) and
+//! glibc's doubling realloc. The five
 //! sessions before ran on an Intel Xeon VM, where the last run (9c2fce1)
 //! had it behind jemalloc on prodcons (0.224 s against 0.209) and
 //! mimalloc on workqueue (0.254 against 0.260, its rounds split in two),
@@ -471,9 +472,9 @@
 //!   pool's "non-empty" transition, which pins the pool, in one CAS of one
 //!   word; a bitmap of more than 64 blocks would need a second protocol.)
 //!   All of this is the Intel VM's: on the AMD VM of 2026-12-07 jemalloc's
-//!   producer spent more CPU than poolmalloc's (221 ms against 173,
-//!   medians of 20 rounds) and poolmalloc ran prodcons in 0.178 s against
-//!   0.224.
+//!   producer spent more CPU than poolmalloc's (219 ms against 150,
+//!   medians of 20 rounds, f4ac76b) and poolmalloc ran prodcons in 0.158
+//!   s against 0.226.
 //! - **Remote frees wait for their owner.** Only a heap's thread takes
 //!   back the blocks other threads free to its pools, in its slow paths,
 //!   so a thread that stops allocating while it waits keeps them.
