@@ -969,14 +969,8 @@ unsafe extern "C" fn thread_exit(value: *mut c_void) {
 /// until a thread adopts it (or the purger's next full pass). As a stack,
 /// the heaps below the top few were adopted rarely once there were more
 /// idle heaps than threads starting at a time, and the blocks freed to them
-/// pinned their pools meanwhile: in compare/'s churn at scale 10 (50k short
-/// threads, 4 at a time, a ring of 10k survivors) one heap sat with 3317
-/// blocks counted out for 12.5k threads while the ring turned over every
-/// 2.5k, and the arenas grew from 51 to 88 (peak RSS 22.5 MiB against
-/// jemalloc's 16.8). As a queue every idle heap is adopted in turn: 59
-/// arenas, peak 17.8 MiB (medians of 6 alternating runs; at scale 1, 5.6
-/// MiB against 6.2, and growth from 10% to 100% of the threads 0.31 MiB
-/// against 0.82).
+/// pinned their pools meanwhile (compare/'s churn; the measurements are in
+/// the crate docs, "Survivors pin pools").
 struct IdleHeaps {
     head: *mut Heap,
     tail: *mut Heap,
@@ -989,17 +983,22 @@ unsafe impl Send for IdleHeaps {}
 
 struct IdleList(Lock<IdleHeaps>);
 
-static IDLE: IdleList = IdleList(Lock::new(IdleHeaps {
-    head: ptr::null_mut(),
-    tail: ptr::null_mut(),
-    chunk_next: ptr::null_mut(),
-    chunk_end: ptr::null_mut(),
-}));
+static IDLE: IdleList = IdleList::new();
 
 /// Heap records are cut from mappings of this size.
 const HEAP_CHUNK_SIZE: usize = 64 << 10;
 
 impl IdleList {
+    /// An empty list with no chunk to cut records from yet.
+    const fn new() -> Self {
+        IdleList(Lock::new(IdleHeaps {
+            head: ptr::null_mut(),
+            tail: ptr::null_mut(),
+            chunk_next: ptr::null_mut(),
+            chunk_end: ptr::null_mut(),
+        }))
+    }
+
     /// An idle heap, or a new one; null if the OS has no memory.
     fn acquire(&self) -> *mut Heap {
         let mut idle = self.0.lock();
@@ -1058,6 +1057,7 @@ impl IdleList {
     /// Takes off the list the idle heaps that other threads have freed
     /// blocks to (the caller then owns them, linked by `next_idle`). The
     /// others stay for new threads to adopt.
+    ///
     /// They come in list order, so that released again one by one they
     /// keep their turns among themselves.
     fn take_with_pending(&self) -> *mut Heap {

@@ -318,8 +318,8 @@
 //! their arenas and puts the record, with its remaining pools, on the idle
 //! list, where a new thread adopts it, the heap idle longest first: as a
 //! stack, heaps below the top were adopted rarely, and the blocks other
-//! threads freed to them pinned their pools meanwhile (compare/'s churn
-//! at scale 10: 88 arenas against 59, see `heap::IdleHeaps`). Other threads may keep freeing
+//! threads freed to them pinned their pools meanwhile (see "Survivors pin
+//! pools" below). Other threads may keep freeing
 //! to its pools meanwhile: their pushes land on the record's pending stack,
 //! and the purger takes them back. Allocations made while a thread has no
 //! heap (during set-up, or in other thread-exit destructors after ours) go to

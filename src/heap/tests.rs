@@ -98,12 +98,7 @@ fn sweep_sorts_available_lists() {
 /// after, including when it takes every heap.
 #[test]
 fn idle_heaps_are_adopted_oldest_first() {
-    let list = IdleList(Lock::new(IdleHeaps {
-        head: ptr::null_mut(),
-        tail: ptr::null_mut(),
-        chunk_next: ptr::null_mut(),
-        chunk_end: ptr::null_mut(),
-    }));
+    let list = IdleList::new();
     // Records of the test's own, not cut by `acquire`: those would join the
     // process's registry of heaps.
     let [a, b, c, d] = [(); 4].map(|()| ptr::from_mut(Box::leak(Box::new(Heap::new()))));
